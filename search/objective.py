@@ -1,0 +1,76 @@
+"""objective(trial): suggest a candidate, build it, train it with pruning, store its artifacts."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+import optuna
+import torch
+from optuna.artifacts import FileSystemArtifactStore
+
+from search.artifacts import store_trial_artifacts
+from search.trainer import EpochReport, TrainingData, train
+from spaces import Space
+
+FAIL_REASON_ATTR = "fail_reason"
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """Everything a trial needs besides its params; built once per process, shared by all trials."""
+
+    space: Space
+    data: TrainingData
+    data_hash: str
+    epochs: int
+    base_seed: int
+    artifact_store: FileSystemArtifactStore
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def make_objective(context: TrialContext):
+    """The function handed to study.optimize; maximises validation accuracy."""
+
+    def objective(trial: optuna.Trial) -> float:
+        seed = context.base_seed + trial.number
+        device = context.data.train_images.device
+        for key, value in {
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "device": str(device),
+            "seed": seed,
+            "data_hash": context.data_hash,
+        }.items():
+            trial.set_user_attr(key, value)
+
+        candidate = context.space.suggest(trial)
+        trial.set_user_attr("family", candidate.family)
+        torch.manual_seed(seed)
+        model = context.space.build(candidate).to(device)
+        trial.set_user_attr("params", count_parameters(model))
+
+        def on_epoch(report: EpochReport) -> None:
+            trial.set_user_attr("images_per_second", round(report.images_per_second, 1))
+            trial.set_user_attr("train_seconds", round(report.seconds, 2))
+            trial.report(report.val_accuracy, report.epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"val accuracy {report.val_accuracy:.4f} at epoch {report.epoch}")
+
+        try:
+            result = train(model, context.data, candidate.train, epochs=context.epochs, seed=seed, on_epoch=on_epoch)
+        except optuna.TrialPruned:
+            raise
+        except Exception as err:  # the trial fails alone; the reason is kept for the report
+            trial.set_user_attr(FAIL_REASON_ATTR, f"{type(err).__name__}: {err}"[:500])
+            raise
+        metadata = {"family": candidate.family, "params": trial.params, "seed": seed, "data_hash": context.data_hash}
+        store_trial_artifacts(trial, context.artifact_store, result.model, metadata, result.val_probs, result.test_probs)
+        trial.set_user_attr("val_loss", round(result.val_loss, 6))
+        return result.val_accuracy
+
+    return objective

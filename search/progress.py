@@ -1,0 +1,69 @@
+"""A live, one-line-per-trial progress display and the end-of-run summary."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def count_states(study: optuna.Study) -> dict[TrialState, int]:
+    counts = {state: 0 for state in TrialState}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state] += 1
+    return counts
+
+
+class Progress:
+    """Optuna callback: prints done/pruned/failed, best accuracy, elapsed and ETA after each trial."""
+
+    def __init__(self, target: int, already_finished: int, out: TextIO = sys.stdout) -> None:
+        self.target = target
+        self.started = time.monotonic()
+        self.finished_at_start = already_finished
+        self.out = out
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        counts = count_states(study)
+        finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+        elapsed = time.monotonic() - self.started
+        ran_here = max(finished - self.finished_at_start, 1)
+        eta = elapsed / ran_here * max(self.target - finished, 0)
+        best = _best_value(study)
+        outcome = _describe(trial)
+        self.out.write(
+            f"[{finished}/{self.target}] trial {trial.number} {outcome} | "
+            f"done {counts[TrialState.COMPLETE]} pruned {counts[TrialState.PRUNED]} failed {counts[TrialState.FAIL]} | "
+            f"best {best} | elapsed {format_duration(elapsed)} ETA {format_duration(eta)}\n"
+        )
+        self.out.flush()
+
+
+def _best_value(study: optuna.Study) -> str:
+    try:
+        return f"{study.best_value:.2%}"
+    except ValueError:
+        return "-"
+
+
+def _describe(trial: FrozenTrial) -> str:
+    family = trial.user_attrs.get("family", "?")
+    if trial.state == TrialState.COMPLETE:
+        return f"{family} val {trial.value:.2%} ({trial.user_attrs.get('train_seconds', 0):.0f}s)"
+    if trial.state == TrialState.PRUNED:
+        step = trial.last_step
+        value = trial.intermediate_values.get(step) if step is not None else None
+        return f"{family} pruned at epoch {step}" + (f" ({value:.2%})" if value is not None else "")
+    return f"{family} {trial.state.name}: {trial.user_attrs.get('fail_reason', 'no reason recorded')}"
