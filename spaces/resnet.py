@@ -1,0 +1,117 @@
+"""Small ResNets: 3x3 stem, stages of basic residual blocks, global average pool, linear head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spaces.base import Reference
+
+NAME = "resnet"
+STRIDES = (1, 2)
+NUM_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class Config:
+    stem_width: int = 32
+    widths: tuple[int, ...] = (32, 64)  # channels of each stage; len = number of stages
+    blocks: tuple[int, ...] = (1, 1)  # basic blocks per stage
+    strides: tuple[int, ...] = (1, 2)  # stride of each stage's first block
+
+    def __post_init__(self) -> None:
+        for name in ("widths", "blocks", "strides"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.stem_width < 1:
+            raise ValueError(f"stem_width must be positive, got {self.stem_width}")
+        if not self.widths or any(w < 1 for w in self.widths):
+            raise ValueError(f"widths must name at least one stage, all positive, got {self.widths}")
+        if len(self.blocks) != len(self.widths) or any(b < 1 for b in self.blocks):
+            raise ValueError(f"blocks must have one entry >= 1 per stage ({len(self.widths)}), got {self.blocks}")
+        if len(self.strides) != len(self.widths) or any(s not in STRIDES for s in self.strides):
+            raise ValueError(f"strides must have one entry in {STRIDES} per stage, got {self.strides}")
+
+
+def suggest(trial) -> Config:
+    """Sample a Config; param names are `resnet.<field>`, per-stage ones `resnet.<field>_<stage>`."""
+    stages = trial.suggest_int("resnet.stages", 2, 3)
+    return Config(
+        stem_width=trial.suggest_int("resnet.stem_width", 16, 64, log=True),
+        # the first stage may run at full resolution, so it is kept narrower
+        widths=tuple(
+            trial.suggest_int(f"resnet.width_{i}", 16, 64 if i == 0 else 128, log=True) for i in range(stages)
+        ),
+        blocks=tuple(trial.suggest_int(f"resnet.blocks_{i}", 1, 3) for i in range(stages)),
+        strides=tuple(trial.suggest_categorical(f"resnet.stride_{i}", STRIDES) for i in range(stages)),
+    )
+
+
+def params_of(config: Config) -> dict[str, Any]:
+    """The Optuna params that make suggest() return `config`."""
+    params: dict[str, Any] = {"resnet.stages": len(config.widths), "resnet.stem_width": config.stem_width}
+    for i, (width, blocks, stride) in enumerate(zip(config.widths, config.blocks, config.strides)):
+        params[f"resnet.width_{i}"] = width
+        params[f"resnet.blocks_{i}"] = blocks
+        params[f"resnet.stride_{i}"] = stride
+    return params
+
+
+def conv_bn(in_channels: int, out_channels: int, kernel: int, stride: int = 1) -> nn.Sequential:
+    """Conv (padding k//2, no bias) then BN; the ReLU is left to the caller."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(out_channels)
+    )
+
+
+class BasicBlock(nn.Module):
+    """relu(bn(conv3x3(relu(bn(conv3x3(x))))) + shortcut(x)); 1x1-conv projection when the shape changes."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = conv_bn(in_channels, out_channels, 3, stride)
+        self.conv2 = conv_bn(out_channels, out_channels, 3)
+        same_shape = stride == 1 and in_channels == out_channels
+        self.shortcut = nn.Identity() if same_shape else conv_bn(in_channels, out_channels, 1, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv2(F.relu(self.conv1(x)))  # (B, C_out, H/s, W/s)
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        c = config
+        self.stem = nn.Sequential(conv_bn(1, c.stem_width, 3), nn.ReLU(inplace=True))
+        stages = []
+        in_channels = c.stem_width
+        for width, blocks, stride in zip(c.widths, c.blocks, c.strides):
+            stage = [BasicBlock(in_channels, width, stride)]
+            stage += [BasicBlock(width, width, 1) for _ in range(blocks - 1)]
+            stages.append(nn.Sequential(*stage))
+            in_channels = width
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Linear(in_channels, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stages(self.stem(x))  # (B, 1, 28, 28) -> (B, widths[-1], H, W)
+        return self.head(x.mean(dim=(2, 3)))  # (B, 10)
+
+
+def build(config: Config) -> nn.Module:
+    """The ResNet for `config`: (B, 1, 28, 28) images -> (B, 10) logits."""
+    return ResNet(config)
+
+
+REFERENCES = {
+    r.name: r
+    for r in (
+        # stem conv 32 @ 28 px, one basic block at 32 @ 28 px, one at 64 @ 14 px (1x1 projection
+        # shortcut): 5 weighted 3x3 convs, plus the projection and the linear head
+        Reference("resnet5", Config(stem_width=32, widths=(32, 64), blocks=(1, 1), strides=(1, 2))),
+    )
+}
