@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast clean
+.PHONY: install browser demo test test-fast clean
 
 install: $(STAMP)
 
@@ -18,10 +18,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/digit-search run --space cnn --trials 6 --epochs 4
-	$(BIN)/digit-search run --space vit --trials 6 --epochs 4
+	$(BIN)/digit-search run --space cnn --trials 6 --epochs 3
+	$(BIN)/digit-search run --space vit --trials 6 --epochs 3
 
-test: $(STAMP)
+# Headless Chromium for the report/dashboard browser tests (they skip, saying why, without it).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || echo "could not install chromium: browser tests will be skipped"
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)

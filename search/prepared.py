@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from search.data import DigitData, Split, load_digits, stratified_split
+from search.device import select_device
+from search.errors import UserError
 from search.trainer import TrainingData
 
 
@@ -16,6 +19,10 @@ class PreparedData:
     digits: DigitData
     split: Split
     tensors: TrainingData
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The five arrays TrainingData.from_numpy takes, by name (what Ray workers receive)."""
+        return split_arrays(self.digits, self.split)
 
     def study_attrs(self) -> dict[str, object]:
         """What a study records so it is never continued on other data or another split."""
@@ -31,23 +38,31 @@ class PreparedData:
         }
 
 
+def split_arrays(digits: DigitData, split: Split) -> dict[str, np.ndarray]:
+    images, labels = digits.train_images, digits.train_labels
+    return {
+        "train_images": images[split.train_index],
+        "train_labels": labels[split.train_index],
+        "val_images": images[split.val_index],
+        "val_labels": labels[split.val_index],
+        "test_images": digits.test_images,
+    }
+
+
 def prepare_data(
     data_dir: str | Path | None,
     *,
     limit: int | None,
     val_fraction: float,
     split_seed: int,
-    device: torch.device,
+    device: str | torch.device,
 ) -> PreparedData:
     """Load (cached), limit, split, and move everything to `device` once per process."""
+    if not isinstance(device, torch.device):
+        try:
+            device = select_device(device)
+        except ValueError as err:
+            raise UserError(f"--device: {err}") from None
     digits = load_digits(data_dir).limited(limit)
     split = stratified_split(digits.train_labels, val_fraction, split_seed)
-    tensors = TrainingData.from_numpy(
-        digits.train_images[split.train_index],
-        digits.train_labels[split.train_index],
-        digits.train_images[split.val_index],
-        digits.train_labels[split.val_index],
-        digits.test_images,
-        device,
-    )
-    return PreparedData(digits, split, tensors)
+    return PreparedData(digits, split, TrainingData.from_numpy(**split_arrays(digits, split), device=device))

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from typing import TextIO
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def quiet_optuna() -> None:
+    """Our own progress lines replace Optuna's per-trial log and its experimental-feature warnings."""
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # the parallel driver creates trials with study.ask and workers keep their heartbeats
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def format_duration(seconds: float) -> str:

@@ -11,11 +11,11 @@ from typing import TextIO
 import optuna
 import torch
 
-from search.device import select_device, set_threads
+from search.device import set_threads
 from search.errors import UserError
 from search.objective import count_parameters
 from search.prepared import prepare_data
-from search.storage import DEFAULT_STORAGE, open_storage, redacted
+from search.storage import DEFAULT_STORAGE, check_database_exists, open_storage, redacted
 from search.trainer import EpochReport, train
 from spaces.training import DEFAULT_EPOCHS
 from spaces import Candidate, Space, load_space
@@ -57,6 +57,7 @@ def resolve_candidate(spec: TrainSpec, space: Space) -> tuple[Candidate, int, st
     study_name, _, number_text = spec.trial.rpartition(":")
     if not study_name or not number_text.isdigit():
         raise UserError(f"--trial {spec.trial!r} must look like STUDY:NUMBER, e.g. cnn:12")
+    check_database_exists(spec.storage)
     storage = open_storage(spec.storage)
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
@@ -73,14 +74,15 @@ def resolve_candidate(spec: TrainSpec, space: Space) -> tuple[Candidate, int, st
     return candidate, int(trial.user_attrs.get("seed", spec.seed)), f"trial {spec.trial}"
 
 
-def train_one(spec: TrainSpec, out: TextIO = sys.stdout) -> dict:
+def train_one(spec: TrainSpec, out: TextIO | None = None) -> dict:
     """Train the chosen config; prints epochs as they finish (or one JSON line with --json)."""
+    out = out or sys.stdout
     started = time.perf_counter()
     space = load_space(spec.space)
     candidate, seed, label = resolve_candidate(spec, space)
-    device = select_device(spec.device)
     set_threads(spec.threads)
-    prepared = prepare_data(spec.data_dir, limit=spec.limit, val_fraction=spec.val_fraction, split_seed=spec.split_seed, device=device)
+    prepared = prepare_data(spec.data_dir, limit=spec.limit, val_fraction=spec.val_fraction, split_seed=spec.split_seed, device=spec.device)
+    device = prepared.tensors.train_images.device
     torch.manual_seed(seed)
     model = space.build(candidate).to(device)
 

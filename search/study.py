@@ -12,12 +12,12 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from search.artifacts import open_artifact_store
-from search.device import select_device, set_threads
+from search.device import set_threads
 from search.errors import UserError
 from search.objective import TrialContext, make_objective
 from search.prepared import PreparedData, prepare_data
 from search.progress import FINISHED, Progress, count_states
-from search.storage import DEFAULT_STORAGE, default_artifact_dir, open_storage, redacted
+from search.storage import DEFAULT_STORAGE, default_artifact_dir, open_storage, parse_storage_url, redacted
 from spaces.training import DEFAULT_EPOCHS
 from spaces import Space, load_space
 
@@ -45,6 +45,10 @@ class RunSpec:
     device: str = "auto"
     threads: int | None = None
     artifacts: str | None = None
+    workers: int = 1
+    cpus_per_trial: float | None = None
+    gpus_per_trial: float | None = None
+    address: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("trials", "epochs"):
@@ -58,6 +62,15 @@ class RunSpec:
             raise UserError(f"--pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
         if not 0 < self.val_fraction <= 0.5:
             raise UserError(f"--val-fraction must be in (0, 0.5], got {self.val_fraction}")
+        parse_storage_url(self.storage)  # a malformed URL fails before any data is loaded
+        if self.workers < 1:
+            raise UserError(f"--workers must be at least 1, got {self.workers}")
+        if self.cpus_per_trial is not None and self.cpus_per_trial <= 0:
+            raise UserError(f"--cpus-per-trial must be positive, got {self.cpus_per_trial}")
+        if self.gpus_per_trial is not None and not 0 <= self.gpus_per_trial:
+            raise UserError(f"--gpus-per-trial must be 0 or more, got {self.gpus_per_trial}")
+        if self.gpus_per_trial is not None and self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
+            raise UserError(f"--gpus-per-trial above 1 must be a whole number, got {self.gpus_per_trial}")
 
 
 @dataclass(frozen=True)
@@ -110,8 +123,7 @@ def check_can_continue(storage: optuna.storages.BaseStorage, study_name: str, id
             )
 
 
-def open_study(spec: RunSpec, space: Space, prepared: PreparedData) -> optuna.Study:
-    storage = open_storage(spec.storage)
+def open_study(spec: RunSpec, storage: optuna.storages.BaseStorage, space: Space, prepared: PreparedData) -> optuna.Study:
     name = spec.study or space.name
     identity = study_identity(space, prepared)
     check_can_continue(storage, name, identity)
@@ -136,67 +148,86 @@ def enqueue_references(study: optuna.Study, space: Space) -> int:
     return len(references)
 
 
-class StopAfterFailuresInARow:
-    """Stops a study whose trials keep failing instead of looping forever towards N."""
+class FailuresInARow:
+    """Notices a study whose trials keep failing, so a run stops instead of looping forever towards N."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.in_a_row = 0
         self.reason: str | None = None
 
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    def should_stop(self, trial: optuna.trial.FrozenTrial) -> bool:
         self.in_a_row = self.in_a_row + 1 if trial.state == TrialState.FAIL else 0
         if self.in_a_row >= self.limit:
             self.reason = f"{self.limit} trials failed in a row (last: {trial.user_attrs.get('fail_reason', 'unknown')})"
-            study.stop()
+        return self.reason is not None
 
 
-def run_study(spec: RunSpec, out: TextIO = sys.stdout) -> RunSummary:
+def run_study(spec: RunSpec, out: TextIO | None = None) -> RunSummary:
     """Create or continue the study until it holds spec.trials complete-or-pruned trials."""
+    out = out or sys.stdout
     space = load_space(spec.space)
-    device = select_device(spec.device)
-    set_threads(spec.threads)
-    prepared = prepare_data(spec.data_dir, limit=spec.limit, val_fraction=spec.val_fraction, split_seed=spec.split_seed, device=device)
-    study = open_study(spec, space, prepared)
-    artifact_dir = Path(spec.artifacts) if spec.artifacts else default_artifact_dir(spec.storage)
+    parallel = spec.workers > 1 or spec.address is not None
+    # the driver of a parallel run trains nothing: its copy of the data only feeds the object store
+    prepared = prepare_data(spec.data_dir, limit=spec.limit, val_fraction=spec.val_fraction, split_seed=spec.split_seed, device="cpu" if parallel else spec.device)
+    storage = open_storage(spec.storage)
+    study = open_study(spec, storage, space, prepared)
+    artifact_dir = spec.artifacts or str(default_artifact_dir(spec.storage))
     optuna.storages.fail_stale_trials(study)
     if spec.reference:
         enqueue_references(study, space)
 
-    counts = count_states(study)
-    finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    where = "Ray workers" if parallel else f"device {prepared.tensors.device}"
     out.write(
         f"study {study.study_name!r} in {redacted(spec.storage)}: {finished}/{spec.trials} trials finished; "
         f"data {prepared.digits.source}, {len(prepared.split.train_index)} train / {len(prepared.split.val_index)} val rows; "
-        f"device {device}; {spec.epochs} epochs max\n"
+        f"{where}; {spec.epochs} epochs max\n"
     )
-    guard = StopAfterFailuresInARow(MAX_FAILURES_IN_A_ROW)
+    failures = FailuresInARow(MAX_FAILURES_IN_A_ROW)
+    progress = Progress(spec.trials, finished, out)
+
+    def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        progress(study, trial)
+        return failures.should_stop(trial)
+
     if finished < spec.trials:
-        context = TrialContext(
-            space=space,
-            data=prepared.tensors,
-            data_hash=prepared.digits.data_hash,
-            epochs=spec.epochs,
-            base_seed=spec.seed,
-            artifact_store=open_artifact_store(artifact_dir),
-        )
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study.optimize(
-            make_objective(context),
-            timeout=spec.timeout,
-            catch=(Exception,),
-            callbacks=[
-                MaxTrialsCallback(spec.trials, states=FINISHED),
-                Progress(spec.trials, finished, out),
-                guard,
-            ],
-        )
-    summary = summarize(study, spec, artifact_dir, guard.reason)
+        if parallel:
+            from search.dispatch import run_parallel  # Ray is imported only for parallel runs
+
+            run_parallel(spec, study, storage, prepared, artifact_dir, on_trial, out)
+        else:
+            run_in_process(spec, study, space, prepared, artifact_dir, on_trial)
+    summary = summarize(study, spec, artifact_dir, failures.reason)
     print_summary(summary, out)
     return summary
 
 
-def summarize(study: optuna.Study, spec: RunSpec, artifact_dir: Path, stopped_early: str | None) -> RunSummary:
+def run_in_process(spec: RunSpec, study: optuna.Study, space: Space, prepared: PreparedData, artifact_dir: str, on_trial) -> None:
+    """One worker: this process trains each trial itself through study.optimize."""
+    set_threads(spec.threads)
+    context = TrialContext(
+        space=space,
+        data=prepared.tensors,
+        data_hash=prepared.digits.data_hash,
+        epochs=spec.epochs,
+        base_seed=spec.seed,
+        artifact_store=open_artifact_store(artifact_dir),
+    )
+
+    def stop_if_asked(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if on_trial(study, trial):
+            study.stop()
+
+    study.optimize(
+        make_objective(context),
+        timeout=spec.timeout,
+        catch=(Exception,),
+        callbacks=[MaxTrialsCallback(spec.trials, states=FINISHED), stop_if_asked],
+    )
+
+
+def summarize(study: optuna.Study, spec: RunSpec, artifact_dir: str, stopped_early: str | None) -> RunSummary:
     counts = count_states(study)
     try:
         best = study.best_trial
@@ -206,7 +237,7 @@ def summarize(study: optuna.Study, spec: RunSpec, artifact_dir: Path, stopped_ea
     return RunSummary(
         study_name=study.study_name,
         storage=spec.storage,
-        artifact_dir=str(artifact_dir),
+        artifact_dir=artifact_dir,
         counts={state.name.lower(): n for state, n in counts.items() if n},
         best_trial=best_trial,
         best_value=best_value,
