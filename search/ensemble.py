@@ -1,0 +1,136 @@
+"""Ensemble selection over stored class probabilities: greedy (Caruana et al., 2004), average, best.
+
+Pure numpy, no I/O. Probabilities come as (M, N, 10): M members, N digits, 10 classes. Every
+method returns a weight per member (non-negative, summing to one); the ensemble's prediction is
+the weighted mean of the members' probabilities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+METHODS = ("greedy", "average", "best")
+GREEDY_ROUNDS = 100
+# Keeps log(0) finite for a member that was certain and wrong; float64 resolves it.
+PROBABILITY_FLOOR = 1e-15
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The outcome of one method on the validation data."""
+
+    method: str
+    weights: np.ndarray  # (M,) float64, >= 0, sums to one
+    log_loss: float
+    accuracy: float
+
+    @property
+    def members(self) -> np.ndarray:
+        """Indices of the members with a non-zero weight, heaviest first."""
+        used = np.flatnonzero(self.weights > 0)
+        return used[np.argsort(-self.weights[used], kind="stable")]
+
+
+def check_probabilities(probs: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+    """(M, N, C) probabilities as float64 with rows renormalised; ValueError on the wrong shape."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 3 or probs.shape[0] < 1 or probs.shape[1] < 1 or probs.shape[2] < 2:
+        raise ValueError(f"probabilities must be (members, digits, classes) with at least one of each, got {probs.shape}")
+    if not np.isfinite(probs).all() or (probs < 0).any():
+        raise ValueError("probabilities must be finite and non-negative")
+    totals = probs.sum(axis=2, keepdims=True)
+    if (totals <= 0).any():
+        raise ValueError("every row of probabilities must have a positive sum")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (probs.shape[1],):
+            raise ValueError(f"labels must be ({probs.shape[1]},), got {labels.shape}")
+        if labels.min() < 0 or labels.max() >= probs.shape[2]:
+            raise ValueError(f"labels must be in 0..{probs.shape[2] - 1}")
+    return probs / totals
+
+
+def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-probability of the true class; probs is (N, C)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    true = probs[np.arange(len(labels)), labels] / probs.sum(axis=1)
+    return float(-np.mean(np.log(np.maximum(true, PROBABILITY_FLOOR))))
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of rows whose most probable class is the label; probs is (N, C)."""
+    return float(np.mean(np.asarray(probs).argmax(axis=1) == np.asarray(labels)))
+
+
+def blend(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted mean of the members' probabilities: (M, N, C) x (M,) -> (N, C)."""
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.shape != (len(probs),):
+        raise ValueError(f"weights must be ({len(probs)},), got {weights.shape}")
+    if (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError("weights must be non-negative with a positive sum")
+    return np.tensordot(weights / weights.sum(), np.asarray(probs, dtype=np.float64), axes=1)
+
+
+def score(method: str, probs: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> Selection:
+    """A Selection for given weights, with its validation log-loss and accuracy."""
+    weights = np.asarray(weights, dtype=np.float64)
+    weights = weights / weights.sum()
+    blended = blend(probs, weights)
+    return Selection(method, weights, log_loss(blended, labels), accuracy(blended, labels))
+
+
+def best_single(probs: np.ndarray, labels: np.ndarray) -> Selection:
+    """The member with the highest accuracy (the search's objective), ties to the lower log-loss."""
+    probs = check_probabilities(probs, labels)
+    accuracies = np.array([accuracy(p, labels) for p in probs])
+    losses = np.array([log_loss(p, labels) for p in probs])
+    best = int(np.lexsort((losses, -accuracies))[0])
+    return score("best", probs, labels, np.eye(len(probs))[best])
+
+
+def average(probs: np.ndarray, labels: np.ndarray) -> Selection:
+    """The uniform soft vote over all members."""
+    probs = check_probabilities(probs, labels)
+    return score("average", probs, labels, np.ones(len(probs)))
+
+
+def greedy(probs: np.ndarray, labels: np.ndarray, rounds: int = GREEDY_ROUNDS) -> Selection:
+    """Forward selection with replacement minimising validation log-loss (Caruana et al., 2004).
+
+    Each round adds the member (again, if it helps most) whose inclusion gives the lowest log-loss
+    of the running average; the weights are the counts of the best round seen, so the result is
+    never worse than the best single member by log-loss.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    probs = check_probabilities(probs, labels)
+    # Log-loss only looks at the true class, and an average of normalised rows stays normalised,
+    # so each round needs only the (M, N) true-class probabilities.
+    true = probs[:, np.arange(probs.shape[1]), labels]
+    counts = np.zeros(len(probs), dtype=np.int64)
+    running = np.zeros(probs.shape[1])
+    best_loss, best_counts = np.inf, counts
+    for size in range(1, rounds + 1):
+        trial_means = (running + true) / size  # (M, N): the average if member m were added
+        losses = -np.log(np.maximum(trial_means, PROBABILITY_FLOOR)).mean(axis=1)
+        chosen = int(np.argmin(losses))
+        counts = counts.copy()
+        counts[chosen] += 1
+        running += true[chosen]
+        if losses[chosen] < best_loss - 1e-12:
+            best_loss, best_counts = losses[chosen], counts
+    return score("greedy", probs, labels, best_counts.astype(np.float64))
+
+
+def select(method: str, probs: np.ndarray, labels: np.ndarray, rounds: int = GREEDY_ROUNDS) -> Selection:
+    """Run one of METHODS by name."""
+    if method == "greedy":
+        return greedy(probs, labels, rounds)
+    if method == "average":
+        return average(probs, labels)
+    if method == "best":
+        return best_single(probs, labels)
+    raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")

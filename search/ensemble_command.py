@@ -1,0 +1,291 @@
+"""`digit-search ensemble`: the top trials of several studies -> weights -> Kaggle submission + saved ensemble."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import optuna
+from optuna.artifacts import FileSystemArtifactStore
+
+from search.artifacts import open_artifact_store
+from search.candidates import (
+    Member,
+    check_same_data,
+    load_matching_data,
+    load_member_probabilities,
+    load_member_state,
+    load_studies,
+    resolve_space,
+    top_members,
+)
+from search.device import select_device, set_threads
+from search.ensemble import METHODS, Selection, accuracy, average, best_single, blend, greedy, log_loss
+from search.errors import UserError
+from search.prepared import PreparedData
+from search.saved_ensemble import DEFAULT_ENSEMBLES, MemberToSave, check_save_dir, new_ensemble_dir, save_ensemble
+from search.storage import DEFAULT_STORAGE, check_database_exists, default_artifact_dir, open_storage, parse_storage_url, redacted
+from search.submission import check_out_path, utc_now, versions, write_submission
+from spaces import Space
+
+
+@dataclass(frozen=True)
+class EnsembleSpec:
+    studies: str  # comma-separated study names
+    top: int = 10
+    method: str = "greedy"
+    tta: bool = False
+    data_dir: str | None = None
+    limit: int | None = None
+    storage: str = DEFAULT_STORAGE
+    artifacts: str | None = None
+    out: str = "submission.csv"
+    save: str | None = None  # default: a new folder under studies/ensembles
+    space_files: tuple[str, ...] = ()
+    device: str = "auto"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "space_files", tuple(self.space_files))
+        names = self.study_names
+        if not names:
+            raise UserError("--studies needs at least one study name, e.g. --studies cnn,vit")
+        if len(set(names)) != len(names):
+            raise UserError(f"--studies {self.studies!r} names a study twice")
+        if self.top < 1:
+            raise UserError(f"--top must be at least 1, got {self.top}")
+        if self.method not in METHODS:
+            raise UserError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.limit is not None and self.limit < 20:
+            raise UserError(f"--limit must be at least 20 rows, got {self.limit}")
+        parse_storage_url(self.storage)
+
+    @property
+    def study_names(self) -> list[str]:
+        return [name.strip() for name in self.studies.split(",") if name.strip()]
+
+
+@dataclass(frozen=True)
+class MemberScore:
+    accuracy: float
+    log_loss: float
+
+    @property
+    def key(self) -> tuple[float, float]:
+        """Sorts best first: higher accuracy, then lower log-loss."""
+        return (-self.accuracy, self.log_loss)
+
+
+@dataclass(frozen=True)
+class EnsembleResult:
+    members: list[Member]
+    scores: list[MemberScore]  # per member, on the validation data
+    selections: dict[str, Selection]  # greedy, average, best
+    method: str  # the submitted one
+    best_per_study: dict[str, int]  # study -> member index
+    submission: Path
+    lineage: Path
+    saved: Path
+
+    @property
+    def chosen(self) -> Selection:
+        return self.selections[self.method]
+
+
+def run_ensemble(spec: EnsembleSpec, out: TextIO | None = None) -> EnsembleResult:
+    """Select and weight members, write the submission and its lineage, save the ensemble."""
+    out = out or sys.stdout  # looked up per call: tests and callers may swap sys.stdout
+    out_path = check_out_path(spec.out)
+    if spec.save:
+        check_save_dir(spec.save)
+    pool = gather_candidates(spec, out)
+    members = pool.members
+    labels = pool.prepared.digits.train_labels[pool.prepared.split.val_index]
+    val = np.stack([m.val_probs for m in members])  # (M, V, 10)
+    test = np.stack([m.test_probs for m in members])  # (M, T, 10)
+    selections = {"greedy": greedy(val, labels), "average": average(val, labels), "best": best_single(val, labels)}
+    chosen = selections[spec.method]
+    scores = [MemberScore(accuracy(p, labels), log_loss(p, labels)) for p in val]
+    best_per_study = best_member_per_study(members, scores)
+
+    saved = _save(spec, pool, scores, chosen)
+    submitted_labels = blend(test, chosen.weights).argmax(axis=1)
+    lineage = _lineage(spec, pool, scores, selections, best_per_study, saved)
+    csv_path, json_path = write_submission(out_path, submitted_labels, lineage)
+
+    print_table(members, scores, selections, spec.method, best_per_study, out)
+    out.write(f"wrote {csv_path} ({len(submitted_labels)} rows) and {json_path.name}; ensemble saved in {saved}\n")
+    return EnsembleResult(members, scores, selections, spec.method, best_per_study, csv_path, json_path, saved)
+
+
+@dataclass(frozen=True)
+class CandidatePool:
+    """The candidates with their probabilities, and what they were built on."""
+
+    members: list[Member]
+    spaces: dict[str, tuple[Space, str | None]]  # study -> (space, user family file or None)
+    identity: dict[str, Any]  # the studies' shared data attrs
+    prepared: PreparedData
+    limit: int | None  # the --limit that reproduces the studies' data
+    store: FileSystemArtifactStore
+
+
+def gather_candidates(spec: EnsembleSpec, out: TextIO) -> CandidatePool:
+    """Top trials of each study, checked to share data and split, with validation and test probabilities."""
+    check_database_exists(spec.storage)
+    storage = open_storage(spec.storage)
+    studies = load_studies(storage, spec.study_names, spec.storage)
+    identity = check_same_data(studies)
+    spaces = {s.study_name: resolve_space(str(s.user_attrs.get("space", "")), s.study_name, spec.space_files) for s in studies}
+    members = [member for study in studies for member in top_members(study, spec.top)]
+    artifact_dir = Path(spec.artifacts) if spec.artifacts else default_artifact_dir(spec.storage)
+    if not artifact_dir.is_dir():
+        raise UserError(f"artifact store {artifact_dir} does not exist; pass the --artifacts DIR the studies were run with")
+    try:
+        device = select_device(spec.device)
+        set_threads(spec.threads)
+    except ValueError as err:
+        raise UserError(f"--device/--threads: {err}") from None
+    prepared, limit = load_matching_data(spec.data_dir, spec.limit, identity, device)
+    if len(prepared.digits.test_images) == 0:
+        raise UserError(f"the data ({prepared.digits.source}) has no test images; there is nothing to submit")
+
+    store = open_artifact_store(artifact_dir)
+    out.write(
+        f"{len(members)} candidates from {len(studies)} studies (top {spec.top} each) in {redacted(spec.storage)}; "
+        f"data {prepared.digits.source}, {len(prepared.split.val_index)} validation / {len(prepared.digits.test_images)} test digits"
+        f"{'; test-time augmentation: identity + 4 one-pixel shifts' if spec.tta else ''}\n"
+    )
+    for member in members:
+        started = time.perf_counter()
+        recomputed = load_member_probabilities(member, store, prepared, spaces[member.study][0], tta=spec.tta, device=device)
+        if spec.tta:
+            out.write(f"  {member.label}: predicted with test-time augmentation ({time.perf_counter() - started:.1f}s)\n")
+        elif recomputed:
+            out.write(f"  {member.label}: stored probabilities missing, recomputed from its weights\n")
+        out.flush()
+    return CandidatePool(members, spaces, identity, prepared, limit, store)
+
+
+def best_member_per_study(members: list[Member], scores: list[MemberScore]) -> dict[str, int]:
+    """Study -> index of its member with the best validation accuracy (then log-loss)."""
+    best: dict[str, int] = {}
+    for index, member in enumerate(members):
+        current = best.get(member.study)
+        if current is None or scores[index].key < scores[current].key:
+            best[member.study] = index
+    return best
+
+
+def _save(spec: EnsembleSpec, pool: CandidatePool, scores: list[MemberScore], chosen: Selection) -> Path:
+    members, identity = pool.members, pool.identity
+    to_save = [
+        MemberToSave(
+            study=members[i].study,
+            trial=members[i].number,
+            family=members[i].family,
+            space=members[i].space,
+            space_file=pool.spaces[members[i].study][1],
+            params=members[i].params,
+            weight=float(chosen.weights[i]),
+            state=load_member_state(members[i], pool.store),
+            val_accuracy=scores[i].accuracy,
+        )
+        for i in chosen.members
+    ]
+    directory = Path(spec.save) if spec.save else new_ensemble_dir(DEFAULT_ENSEMBLES, spec.method)
+    manifest = {
+        "method": spec.method,
+        "tta": spec.tta,
+        "studies": spec.study_names,
+        "data_hash": identity["data_hash"],
+        "split": identity["split"],
+        "val_accuracy": chosen.accuracy,
+        "val_log_loss": chosen.log_loss,
+    }
+    return save_ensemble(directory, to_save, manifest)
+
+
+def _lineage(
+    spec: EnsembleSpec,
+    pool: CandidatePool,
+    scores: list[MemberScore],
+    selections: dict[str, Selection],
+    best_per_study: dict[str, int],
+    saved: Path,
+) -> dict[str, Any]:
+    members, identity = pool.members, pool.identity
+    chosen = selections[spec.method]
+    return {
+        "created": utc_now(),
+        "method": spec.method,
+        "tta": spec.tta,
+        "top": spec.top,
+        "studies": spec.study_names,
+        "storage": redacted(parse_storage_url(spec.storage)),
+        "members": [
+            {
+                "study": members[i].study,
+                "trial": members[i].number,
+                "family": members[i].family,
+                "weight": float(chosen.weights[i]),
+                "val_accuracy": scores[i].accuracy,
+                "val_log_loss": scores[i].log_loss,
+            }
+            for i in chosen.members
+        ],
+        "validation": {
+            "digits": int(identity.get("val_rows", 0)),
+            "submitted": {"accuracy": chosen.accuracy, "log_loss": chosen.log_loss},
+            **{name: {"accuracy": s.accuracy, "log_loss": s.log_loss} for name, s in selections.items()},
+            "best_per_study": {
+                study: {"trial": members[i].number, "accuracy": scores[i].accuracy, "log_loss": scores[i].log_loss}
+                for study, i in best_per_study.items()
+            },
+        },
+        "data": {
+            "hash": identity["data_hash"],
+            "source": identity.get("data_source"),
+            "limit": pool.limit,
+            "split": identity["split"],
+            "val_fraction": identity.get("val_fraction"),
+            "split_seed": identity.get("split_seed"),
+        },
+        "ensemble_dir": str(saved),
+        "versions": versions(),
+    }
+
+
+def print_table(
+    members: list[Member],
+    scores: list[MemberScore],
+    selections: dict[str, Selection],
+    method: str,
+    best_per_study: dict[str, int],
+    out: TextIO,
+) -> None:
+    """Best single trial per study, uniform average, greedy ensemble; then the submitted members."""
+    chosen = selections[method]
+    submitted_single = int(chosen.members[0]) if method == "best" else None
+    rows = [
+        (f"best of {study} (trial {members[i].number}, {members[i].family})", scores[i].accuracy, scores[i].log_loss, i == submitted_single)
+        for study, i in best_per_study.items()
+    ]
+    rows.append((f"uniform average of {len(members)}", selections["average"].accuracy, selections["average"].log_loss, method == "average"))
+    greedy_size = len(selections["greedy"].members)
+    rows.append((f"greedy ensemble of {greedy_size}", selections["greedy"].accuracy, selections["greedy"].log_loss, method == "greedy"))
+    width = max(len(row[0]) for row in rows)
+    out.write(f"\n{'':{width}}  val accuracy  val log-loss\n")
+    for label, acc, loss, submitted in rows:
+        out.write(f"{label:{width}}  {acc:>12.2%}  {loss:>12.4f}{'  <- submitted' if submitted else ''}\n")
+
+    listed = [(members[i], scores[i], chosen.weights[i]) for i in chosen.members]
+    width = max(len(m.label) for m, _, _ in listed) + 2
+    out.write(f"\n{method} members:\n{'':{width}}  weight  family  val accuracy  val log-loss\n")
+    for member, score, weight in listed:
+        out.write(f"  {member.label:{width - 2}}  {weight:6.3f}  {member.family:6}  {score.accuracy:>12.2%}  {score.log_loss:>12.4f}\n")
+    out.write("\n")

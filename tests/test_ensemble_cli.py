@@ -1,0 +1,334 @@
+"""`digit-search ensemble` and `predict` end to end on the embedded data with small, fast studies."""
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from PIL import Image
+
+from search.artifacts import ARTIFACT_ATTR, load_probabilities, open_artifact_store
+from search.candidates import TTA_SHIFTS, shift_images
+from search.cli import main
+from search.csv_digits import PIXEL_COLUMNS
+from search.data import load_digits, stratified_split
+from search.ensemble import blend
+from search.saved_ensemble import MANIFEST, latest_ensemble
+from search.study import RunSpec, run_study
+from spaces import load_space
+
+FIXTURES = Path(__file__).parent / "fixtures"
+MY_SPACE = FIXTURES / "my_space.py"
+LIMIT = 2000
+# --threads 1 keeps training fast on a busy 2-core machine
+SMALL = {"limit": LIMIT, "epochs": 6, "pruner": "none", "reference": False, "threads": 1}
+TEST_ROWS = 1000  # the embedded sample's unlabelled test part
+
+
+def cli(*args) -> int:
+    return main([str(arg) for arg in args])
+
+
+def run_trials(url: str, space: str, study: str, base_params: dict, variations: list[dict], **options) -> None:
+    """Run `study` on exactly the given trials: the base params changed by each variation."""
+    created = optuna.create_study(study_name=study, storage=url, direction="maximize")
+    for change in variations:
+        created.enqueue_trial({**base_params, **change})
+    # run_study rather than the CLI, so its progress goes to a buffer and not to whatever
+    # sys.stdout was when search.study was first imported
+    summary = run_study(RunSpec(space=space, study=study, trials=len(variations), storage=url, **options), out=io.StringIO())
+    assert summary.counts == {"complete": len(variations)}
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory):
+    """Three LeNets ("cnn"), two MLPs from a user's space file ("mlp"), one LeNet on other data."""
+    threads = torch.get_num_threads()
+    yield make_studies(tmp_path_factory.mktemp("ensemble"))
+    torch.set_num_threads(threads)
+
+
+def make_studies(root: Path) -> tuple[Path, str]:
+    url = f"sqlite:///{root}/studies.db"
+    lenet = load_space("cnn").references()["lenet"][1]
+    run_trials(url, "cnn", "cnn", lenet, [{"train.lr_adamw": lr} for lr in (2e-3, 3e-3, 4e-3)], **SMALL)
+    mlp = load_space(str(MY_SPACE)).references()["mlp-small"][1]
+    run_trials(url, str(MY_SPACE), "mlp", mlp, [{}, {"mlp.hidden": 64, "mlp.depth": 2}], **SMALL)
+    run_trials(url, "cnn", "other-data", lenet, [{}], **{**SMALL, "limit": 300, "epochs": 1})
+    return root, url
+
+
+@pytest.fixture(scope="module")
+def saved(studies, tmp_path_factory):
+    """One greedy ensemble over both studies: (output folder, stdout)."""
+    _, url = studies
+    out = tmp_path_factory.mktemp("saved")
+    args = ["ensemble", "--studies", "cnn,mlp", "--storage", url, "--space-file", MY_SPACE, "--out", out / "submission.csv", "--save", out / "ensemble"]
+    assert cli(*args) == 0
+    return out
+
+
+def stored_test_probs(url: str, root: Path, study: str, number: int) -> np.ndarray:
+    trial = optuna.load_study(study_name=study, storage=url).trials[number]
+    return load_probabilities(open_artifact_store(root / "artifacts"), trial.user_attrs[ARTIFACT_ATTR]["test_probs"])
+
+
+def submitted_labels(path: Path) -> np.ndarray:
+    lines = path.read_text().splitlines()
+    assert lines[0] == "ImageId,Label"
+    ids, labels = zip(*(map(int, line.split(",")) for line in lines[1:]))
+    assert list(ids) == list(range(1, len(lines)))
+    return np.array(labels)
+
+
+def one_line_error(err: str) -> str:
+    err = err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.slow
+def test_ensemble_writes_the_submission_its_lineage_and_the_saved_ensemble(studies, saved):
+    root, url = studies
+    labels = submitted_labels(saved / "submission.csv")
+    assert len(labels) == TEST_ROWS and set(labels) <= set(range(10))
+
+    lineage = json.loads((saved / "submission.json").read_text())
+    assert lineage["studies"] == ["cnn", "mlp"] and lineage["method"] == "greedy" and not lineage["tta"]
+    assert lineage["data"]["hash"] == optuna.load_study(study_name="cnn", storage=url).user_attrs["data_hash"]
+    assert lineage["data"]["limit"] == LIMIT
+    assert {"python", "torch", "numpy", "optuna"} <= set(lineage["versions"])
+    weights = [m["weight"] for m in lineage["members"]]
+    assert sum(weights) == pytest.approx(1.0) and all(w > 0 for w in weights)
+    validation = lineage["validation"]
+    assert validation["greedy"]["log_loss"] <= min(best["log_loss"] for best in validation["best_per_study"].values())
+
+    # the submission is the weighted vote of the members' stored test probabilities
+    probs = np.stack([stored_test_probs(url, root, m["study"], m["trial"]) for m in lineage["members"]])
+    np.testing.assert_array_equal(labels, blend(probs, np.array(weights)).argmax(axis=1))
+
+    manifest = json.loads((saved / "ensemble" / MANIFEST).read_text())
+    assert [(m["study"], m["trial"], m["weight"]) for m in manifest["members"]] == [
+        (m["study"], m["trial"], m["weight"]) for m in lineage["members"]
+    ]
+    mlp_members = [m for m in manifest["members"] if m["study"] == "mlp"]
+    assert all((saved / "ensemble" / m["space_file"]).is_file() for m in mlp_members)
+
+
+@pytest.mark.slow
+def test_the_table_shows_each_study_the_average_and_the_greedy_ensemble(studies, tmp_path, capsys):
+    _, url = studies
+    assert cli("ensemble", "--studies", "cnn,mlp", "--top", 2, "--storage", url, "--space-file", MY_SPACE,
+               "--out", tmp_path / "s.csv", "--save", tmp_path / "e") == 0
+    out = capsys.readouterr().out
+    assert "4 candidates from 2 studies" in out
+    for row in ("best of cnn (trial", "best of mlp (trial", "uniform average of 4", "greedy ensemble of"):
+        assert row in out, row
+    assert "<- submitted" in out.split("greedy ensemble of")[1].splitlines()[0]
+    assert "greedy members:" in out
+
+
+@pytest.mark.slow
+def test_best_of_one_study_reproduces_its_best_trial(studies, tmp_path):
+    root, url = studies
+    assert cli("ensemble", "--studies", "cnn", "--method", "best", "--storage", url, "--out", tmp_path / "s.csv", "--save", tmp_path / "e") == 0
+    best = optuna.load_study(study_name="cnn", storage=url).best_trial
+    lineage = json.loads((tmp_path / "s.json").read_text())
+    assert [(m["trial"], m["weight"]) for m in lineage["members"]] == [(best.number, 1.0)]
+    assert lineage["validation"]["submitted"]["accuracy"] == pytest.approx(best.value)
+    expected = stored_test_probs(url, root, "cnn", best.number).argmax(axis=1)
+    np.testing.assert_array_equal(submitted_labels(tmp_path / "s.csv"), expected)
+
+
+@pytest.mark.slow
+def test_missing_probabilities_are_recomputed_from_the_weights(studies, tmp_path, capsys):
+    root, _ = studies
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    url = f"sqlite:///{copy}/studies.db"
+    best = optuna.load_study(study_name="cnn", storage=url).best_trial
+    for key in ("val_probs", "test_probs"):
+        (copy / "artifacts" / best.user_attrs[ARTIFACT_ATTR][key]).unlink()
+    assert cli("ensemble", "--studies", "cnn", "--method", "best", "--storage", url, "--out", tmp_path / "s.csv", "--save", tmp_path / "e") == 0
+    assert f"cnn#{best.number}: stored probabilities missing, recomputed" in capsys.readouterr().out
+    expected = stored_test_probs(f"sqlite:///{root}/studies.db", root, "cnn", best.number).argmax(axis=1)
+    np.testing.assert_array_equal(submitted_labels(tmp_path / "s.csv"), expected)
+
+
+@pytest.mark.slow
+def test_tta_weights_are_chosen_on_shifted_predictions_and_saved(studies, tmp_path):
+    _, url = studies
+    for name, tta in (("plain", []), ("tta", ["--tta"])):
+        args = ["--studies", "cnn", "--method", "average", "--storage", url, "--out", tmp_path / f"{name}.csv", "--save", tmp_path / name]
+        assert cli("ensemble", *args, *tta) == 0
+    plain, shifted = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("plain", "tta"))
+    assert shifted["tta"] and not plain["tta"]
+    assert json.loads((tmp_path / "tta" / MANIFEST).read_text())["tta"]
+    assert shifted["validation"]["average"]["log_loss"] != plain["validation"]["average"]["log_loss"]
+    assert shifted["validation"]["average"]["accuracy"] > 0.8
+
+
+@pytest.mark.slow
+def test_saving_again_replaces_an_older_ensemble_but_never_other_files(studies, tmp_path, capsys):
+    _, url = studies
+    args = ["ensemble", "--studies", "cnn", "--storage", url, "--out", tmp_path / "s.csv"]
+    assert cli(*args, "--method", "best", "--save", tmp_path / "e") == 0
+    assert cli(*args, "--method", "average", "--save", tmp_path / "e") == 0
+    assert json.loads((tmp_path / "e" / MANIFEST).read_text())["method"] == "average"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    assert cli(*args, "--save", tmp_path / "mine") == 2
+    assert "not a saved ensemble" in one_line_error(capsys.readouterr().err)
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.slow
+def test_a_saved_ensemble_carries_the_user_space_file_it_needs(studies, tmp_path, capsys):
+    _, url = studies
+    space_file = tmp_path / "my_space.py"
+    shutil.copyfile(MY_SPACE, space_file)
+    args = ["--studies", "mlp", "--method", "average", "--space-file", space_file, "--storage", url]
+    assert cli("ensemble", *args, "--out", tmp_path / "s.csv", "--save", tmp_path / "e") == 0
+    space_file.unlink()  # predict must not need the original any more
+    manifest = json.loads((tmp_path / "e" / MANIFEST).read_text())
+    assert {m["space_file"] for m in manifest["members"]} == {"spaces/my_space.py"}
+    images, _ = validation_digits(3)
+    write_pixel_csv(tmp_path / "rows.csv", images)
+    capsys.readouterr()
+    assert cli("predict", "--ensemble", tmp_path / "e", tmp_path / "rows.csv") == 0
+    assert len(predictions(capsys.readouterr().out)) == 3
+
+
+def test_shifts_move_pixels_and_fill_the_border_with_background():
+    images = torch.arange(1, 17, dtype=torch.uint8).reshape(1, 1, 4, 4)
+    down = shift_images(images, 1, 0)[0, 0]
+    assert down[0].tolist() == [0, 0, 0, 0] and down[1:].tolist() == images[0, 0, :3].tolist()
+    left = shift_images(images, 0, -1)[0, 0]
+    assert left[:, -1].tolist() == [0, 0, 0, 0] and left[:, :3].tolist() == images[0, 0, :, 1:].tolist()
+    assert shift_images(images, 0, 0) is images
+    assert sorted(TTA_SHIFTS) == [(-1, 0), (0, -1), (0, 0), (0, 1), (1, 0)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--studies", "cnn,nope"], "no study 'nope'"),
+        (["--studies", "cnn,other-data"], "different data"),
+        (["--studies", "cnn", "--limit", 300], "--limit"),
+        (["--studies", "cnn", "--data", "/nonexistent/dir"], "/nonexistent/dir"),
+        (["--studies", "mlp"], "--space-file"),
+        (["--studies", "empty"], "no completed trials"),
+        (["--studies", "cnn", "--out", "{tmp}/missing/s.csv"], "does not exist"),
+        (["--studies", "cnn,cnn"], "twice"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2_and_write_nothing(studies, tmp_path, capsys, extra, expected):
+    _, url = studies
+    cnn = optuna.load_study(study_name="cnn", storage=url)
+    if "empty" not in optuna.get_all_study_names(url):
+        empty = optuna.create_study(study_name="empty", storage=url)
+        for key, value in cnn.user_attrs.items():
+            empty.set_user_attr(key, value)
+    args = [str(arg).replace("{tmp}", str(tmp_path)) for arg in extra]
+    code = cli("ensemble", "--storage", url, "--out", tmp_path / "s.csv", "--save", tmp_path / "e", *args)
+    assert code == 2
+    assert expected in one_line_error(capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- predict -------------------------------------------------------------------------------------
+
+
+def validation_digits(count: int):
+    """Digits the studies held out (never trained on) and their labels."""
+    digits = load_digits(None).limited(LIMIT)
+    rows = stratified_split(digits.train_labels, 0.1, 0).val_index[:count]
+    return digits.train_images[rows], digits.train_labels[rows]
+
+
+def write_pixel_csv(path: Path, images: np.ndarray) -> None:
+    rows = [",".join(PIXEL_COLUMNS)] + [",".join(map(str, image.ravel())) for image in images]
+    path.write_text("\n".join(rows) + "\n")
+
+
+def predictions(out: str) -> list[tuple[str, int, float]]:
+    lines = [line.split("\t") for line in out.strip().splitlines()]
+    return [(name, int(digit), float(prob)) for name, digit, prob in lines]
+
+
+@pytest.mark.slow
+def test_predict_recognises_rendered_digits_of_any_size_and_polarity(saved, tmp_path, capsys):
+    images, labels = validation_digits(30)
+    write_pixel_csv(tmp_path / "originals.csv", images)
+    paths = []
+    for index, image in enumerate(images):
+        scale = (2, 5, 9)[index % 3]
+        big = np.asarray(Image.fromarray(image).resize((28 * scale, 28 * scale), Image.Resampling.BICUBIC))
+        canvas = np.zeros((28 * scale + 30, 28 * scale + 60), dtype=np.uint8)
+        canvas[10 : 10 + 28 * scale, 40 : 40 + 28 * scale] = big
+        path = tmp_path / f"digit-{index}.{'png' if index % 2 else 'jpg'}"
+        Image.fromarray(255 - canvas if index % 2 else canvas).save(path)
+        paths.append(path)
+
+    assert cli("predict", "--ensemble", saved / "ensemble", tmp_path / "originals.csv", *paths) == 0
+    found = predictions(capsys.readouterr().out)
+    assert [name for name, _, _ in found] == [f"{tmp_path / 'originals.csv'}:{i}" for i in range(1, 31)] + list(map(str, paths))
+    assert all(0.1 <= prob <= 1 for _, _, prob in found)
+    original = np.array([digit for _, digit, _ in found[:30]])
+    rendered = np.array([digit for _, digit, _ in found[30:]])
+    assert (original == labels).mean() >= 0.8
+    assert (rendered == labels).mean() >= 0.8
+    assert (rendered == original).mean() >= 0.85
+
+
+@pytest.mark.slow
+def test_predict_uses_the_most_recent_saved_ensemble(saved, tmp_path, monkeypatch, capsys):
+    root = tmp_path / "studies" / "ensembles"
+    for name, created in (("newer-by-time", "2030-01-02T00:00:00+00:00"), ("z-older-by-time", "2030-01-01T00:00:00+00:00")):
+        shutil.copytree(saved / "ensemble", root / name)
+        manifest = json.loads((root / name / MANIFEST).read_text())
+        manifest["created"] = created
+        (root / name / MANIFEST).write_text(json.dumps(manifest))
+    (root / "not-an-ensemble").mkdir()
+    assert latest_ensemble(root) == root / "newer-by-time"
+
+    images, _ = validation_digits(2)
+    write_pixel_csv(tmp_path / "rows.csv", images)
+    monkeypatch.chdir(tmp_path)
+    assert cli("predict", "rows.csv") == 0
+    assert len(predictions(capsys.readouterr().out)) == 2
+
+
+def test_predict_without_a_saved_ensemble_says_what_to_do(tmp_path, monkeypatch, capsys):
+    Image.fromarray(np.eye(28, dtype=np.uint8) * 255).save(tmp_path / "d.png")
+    monkeypatch.chdir(tmp_path)
+    assert cli("predict", "d.png") == 2
+    assert "run digit-search ensemble first" in one_line_error(capsys.readouterr().err)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        ("missing.png", None, "missing.png: no such file"),
+        ("notes.png", b"hello", "notes.png: not an image format"),
+        ("blank.png", "blank", "blank.png: no digit found"),
+        ("rows.csv", b"pixel0,pixel1\n1,2\n", "rows.csv line 1"),
+    ],
+)
+def test_predict_refuses_a_bad_file_by_name_before_printing_anything(saved, tmp_path, capsys, name, content, expected):
+    good = tmp_path / "good.png"
+    Image.fromarray(np.eye(28, dtype=np.uint8) * 255).save(good)
+    if content == "blank":
+        Image.fromarray(np.zeros((40, 40), dtype=np.uint8)).save(tmp_path / name)
+    elif content is not None:
+        (tmp_path / name).write_bytes(content)
+    assert cli("predict", "--ensemble", saved / "ensemble", good, tmp_path / name) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert expected in one_line_error(captured.err)
