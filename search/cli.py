@@ -52,7 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, metavar="SECONDS", help="stop starting new trials after this long")
     run.add_argument("--pruner", choices=("hyperband", "median", "none"), help="pruning on epochs (default hyperband)")
     run.add_argument("--no-reference", dest="reference", action="store_false", default=None, help="don't enqueue the space's reference configs first")
-    run.add_argument("--artifacts", metavar="DIR", help="artifact store directory (default: beside a SQLite file, else studies/artifacts)")
+    run.add_argument("--artifacts", metavar="DIR", help="artifact store directory shared by all nodes (default: beside a SQLite file, else studies/artifacts)")
+    run.add_argument("--workers", type=positive_int, metavar="N", help="trials run side by side through Ray (default 1: in this process)")
+    run.add_argument("--gpus-per-trial", type=float, metavar="F", help="GPUs per trial; 0.25 packs four trials on a GPU (default: all GPUs shared out, else 0)")
+    run.add_argument("--cpus-per-trial", type=float, metavar="C", help="CPU threads per trial (default: the cluster's CPUs split between workers)")
+    run.add_argument("--address", metavar="ADDR", help="join a running Ray cluster: auto or ray://host:10001 (default: start a local runtime)")
     add_data_options(run)
 
     train = commands.add_parser("train", help="train one config outside any study")
@@ -62,6 +66,42 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--trial", metavar="STUDY:NUMBER", help="a trial stored in --storage, e.g. cnn:12")
     train.add_argument("--json", dest="as_json", action="store_true", default=None, help="print one JSON line instead of progress")
     add_data_options(train)
+
+    ensemble = commands.add_parser("ensemble", help="weight the top trials of several studies into a Kaggle submission")
+    ensemble.add_argument("--studies", required=True, metavar="A,B,...", help="comma-separated study names, e.g. vit,cnn,resnet,stn")
+    ensemble.add_argument("--top", type=positive_int, metavar="K", help="candidates per study, best validation accuracy first (default 10)")
+    ensemble.add_argument("--method", choices=("greedy", "average", "best"), help="greedy selection on validation log-loss (default), uniform average, or the single best trial")
+    ensemble.add_argument("--tta", action="store_true", default=None, help="average each member over one-pixel shifts of every image (validation and test)")
+    ensemble.add_argument("--data", dest="data_dir", metavar="DIR", help="the --data the studies were run with (default: the embedded MNIST sample)")
+    ensemble.add_argument("--limit", type=positive_int, metavar="ROWS", help="the --limit the studies were run with (tried from their row count when left out)")
+    ensemble.add_argument("--storage", metavar="URL", help="SQLAlchemy URL of the study database (default sqlite:///studies/digit-search.db)")
+    ensemble.add_argument("--artifacts", metavar="DIR", help="artifact store directory (default: beside a SQLite file, else studies/artifacts)")
+    ensemble.add_argument("--out", metavar="FILE", help="submission CSV (default submission.csv); its lineage goes beside it as .json")
+    ensemble.add_argument("--save", metavar="DIR", help="folder for the saved ensemble (default: a new one under studies/ensembles)")
+    ensemble.add_argument("--space-file", dest="space_files", action="append", metavar="PATH", help="a family file a study was searched with (--space path/to/file.py); repeatable")
+    ensemble.add_argument("--device", metavar="NAME", help="auto (default), cpu, cuda or cuda:N; used only to recompute probabilities")
+    ensemble.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads (default: torch's)")
+
+    predict = commands.add_parser("predict", help="classify digit images with a saved ensemble")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG files of one digit each (any size, either polarity), or CSV files of pixel rows")
+    predict.add_argument("--ensemble", metavar="DIR", help="a saved ensemble folder (default: the newest under studies/ensembles)")
+    predict.add_argument("--device", metavar="NAME", help="auto (default), cpu, cuda or cuda:N")
+    predict.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads (default: torch's)")
+
+    report = commands.add_parser("report", help="write an HTML report of studies and their latest ensemble, and the trials as CSV")
+    report.add_argument("--studies", metavar="A,B,...", help="comma-separated study names (default: every study in the database)")
+    report.add_argument("--storage", metavar="URL", help="SQLAlchemy URL of the study database (default sqlite:///studies/digit-search.db)")
+    report.add_argument("--out", metavar="DIR", help="folder for report-<time>.html and trials-<time>.csv (default reports/)")
+    report.add_argument("--ensemble", metavar="DIR", help="the saved ensemble to show (default: the newest of these studies under studies/ensembles)")
+    report.add_argument("--artifacts", metavar="DIR", help="artifact store directory (default: beside a SQLite file, else studies/artifacts)")
+    report.add_argument("--data", dest="data_dir", metavar="DIR", help="the --data the studies were run with, for the ensemble's validation digits (default: the recorded folder, else the embedded sample)")
+    report.add_argument("--gallery", type=int, metavar="N", help="misclassified validation digits shown (default 60)")
+
+    dashboard = commands.add_parser("dashboard", help="start optuna-dashboard on the study database, with trial artifacts")
+    dashboard.add_argument("--storage", metavar="URL", help="SQLAlchemy URL of the study database (default sqlite:///studies/digit-search.db)")
+    dashboard.add_argument("--host", metavar="ADDRESS", help="address to listen on (default 127.0.0.1, this machine only)")
+    dashboard.add_argument("--port", type=int, metavar="N", help="port to listen on (default 8080)")
+    dashboard.add_argument("--artifacts", metavar="DIR", help="artifact store directory (default: beside a SQLite file, else studies/artifacts)")
     return parser
 
 
@@ -95,6 +135,9 @@ def is_user_error(err: Exception) -> bool:
 
 def dispatch(args: argparse.Namespace) -> int:
     # Heavy imports (torch, optuna) only once the command line parsed, so --help is instant.
+    from search.progress import quiet_optuna
+
+    quiet_optuna()
     if args.command == "run":
         from search.study import RunSpec, run_study
 
@@ -104,6 +147,26 @@ def dispatch(args: argparse.Namespace) -> int:
         from search.standalone import TrainSpec, train_one
 
         train_one(TrainSpec(**spec_kwargs(args, TrainSpec)))
+        return 0
+    if args.command == "ensemble":
+        from search.ensemble_command import EnsembleSpec, run_ensemble
+
+        run_ensemble(EnsembleSpec(**spec_kwargs(args, EnsembleSpec)))
+        return 0
+    if args.command == "predict":
+        from search.predict import PredictSpec, predict_images
+
+        predict_images(PredictSpec(**spec_kwargs(args, PredictSpec)))
+        return 0
+    if args.command == "report":
+        from search.report_command import ReportSpec, run_report
+
+        run_report(ReportSpec(**spec_kwargs(args, ReportSpec)))
+        return 0
+    if args.command == "dashboard":
+        from search.dashboard import DashboardSpec, serve_dashboard
+
+        serve_dashboard(DashboardSpec(**spec_kwargs(args, DashboardSpec)))
         return 0
     raise AssertionError(args.command)
 

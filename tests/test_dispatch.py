@@ -1,0 +1,148 @@
+"""Parallel trials through Ray on one shared study: exact counts, resources, and faults."""
+
+import os
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import ray
+from optuna.trial import TrialState
+
+from search.dispatch import RETRY_OF_ATTR
+from search.storage import open_storage
+from search.study import RunSpec, run_study
+
+pytestmark = pytest.mark.slow
+
+FIXTURES = Path(__file__).parent / "fixtures"
+QUICK_SPACE = str(FIXTURES / "my_space.py")
+SLOW_SPACE = str(FIXTURES / "slow_space.py")
+SERVERS = {
+    "postgresql": os.environ.get("DIGIT_SEARCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"),
+    "mysql": os.environ.get("DIGIT_SEARCH_TEST_MYSQL", "mysql://root@127.0.0.1:3306/test"),
+}
+
+
+def server_url(backend: str) -> str:
+    """A reachable server URL; CI must have the servers, elsewhere the test is skipped."""
+    url = SERVERS[backend]
+    try:
+        open_storage(url)
+    except Exception as err:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"{backend} server not reachable ({err})")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+def storage_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/studies.db"
+    return server_url(request.param)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One Ray runtime for the module, with two fake GPUs so placement can be checked without CUDA."""
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, logging_level="warning")
+    yield
+    ray.shutdown()
+
+
+def unique(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def spec(storage: str, tmp_path: Path, **overrides) -> RunSpec:
+    options = dict(space=QUICK_SPACE, trials=6, epochs=2, limit=200, storage=storage, study=unique("par"),
+                   reference=False, workers=2, gpus_per_trial=0, artifacts=str(tmp_path / "artifacts"))
+    options.update(overrides)
+    return RunSpec(**options)
+
+
+def trials_of(run: RunSpec) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=run.study, storage=open_storage(run.storage)).get_trials()
+
+
+def finished(trials):
+    return [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+def test_two_workers_share_one_study_with_an_exact_count(local_ray, storage_url, tmp_path):
+    run = spec(storage_url, tmp_path, trials=8)
+    run_study(run)
+    trials = trials_of(run)
+    assert len(finished(trials)) == 8
+    assert len(trials) == 8 and not [t for t in trials if t.state == TrialState.RUNNING]
+    assert len({t.user_attrs["pid"] for t in trials}) >= 2  # both workers ran trials
+    assert run_study(run).counts == {"complete": sum(t.state == TrialState.COMPLETE for t in trials), "pruned": sum(t.state == TrialState.PRUNED for t in trials)}
+    assert len(trials_of(run)) == 8  # running again adds nothing
+
+
+def test_whole_gpus_go_to_distinct_devices(local_ray, tmp_path):
+    run = spec(f"sqlite:///{tmp_path}/s.db", tmp_path, space=SLOW_SPACE, trials=2, workers=2, gpus_per_trial=1, epochs=1)
+    run_study(run)
+    ids = [tuple(t.user_attrs["gpu_ids"]) for t in trials_of(run)]
+    assert sorted(ids) == [("0",), ("1",)]
+
+
+def test_half_gpus_pack_two_trials_per_device(local_ray, tmp_path):
+    run = spec(f"sqlite:///{tmp_path}/s.db", tmp_path, space=SLOW_SPACE, trials=4, workers=4, gpus_per_trial=0.5, epochs=1)
+    run_study(run)
+    ids = sorted(tuple(t.user_attrs["gpu_ids"]) for t in trials_of(run))
+    assert ids == [("0",), ("0",), ("1",), ("1",)]
+
+
+def test_a_trial_that_raises_fails_alone(local_ray, tmp_path):
+    run = spec(f"sqlite:///{tmp_path}/s.db", tmp_path, space=str(FIXTURES / "nan_space.py"), trials=2, reference=True, epochs=1)
+    run_study(run)
+    trials = trials_of(run)
+    assert len(finished(trials)) == 2
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert trials[0].params == {**trials[0].params, "nan.explode": True} and trials[0] in failed
+    assert all(t.params["nan.explode"] and "Diverged" in t.user_attrs["fail_reason"] for t in failed)
+    assert RETRY_OF_ATTR not in str([t.user_attrs for t in trials])  # raising is not a lost worker: no retry
+
+
+def wait_for(condition, timeout: float = 120.0, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def running_trial(run: RunSpec):
+    try:
+        trials = trials_of(run)
+    except KeyError:
+        return None
+    # one that finished its first epoch is in the middle of training, all its params drawn
+    running = [t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values]
+    return running[0] if running else None
+
+
+def test_a_killed_worker_fails_its_trial_which_is_retried(local_ray, tmp_path):
+    run = spec(f"sqlite:///{tmp_path}/s.db", tmp_path, space=SLOW_SPACE, trials=4, epochs=4, pruner="none")
+    open_storage(run.storage)  # the tables exist before the test starts polling them
+    driver = threading.Thread(target=run_study, args=(run,))
+    driver.start()
+    victim = wait_for(lambda: running_trial(run))
+    os.kill(victim.user_attrs["pid"], signal.SIGKILL)
+    driver.join(timeout=300)
+    assert not driver.is_alive()
+    trials = trials_of(run)
+    killed = next(t for t in trials if t.number == victim.number)
+    assert killed.state == TrialState.FAIL and "worker lost" in killed.user_attrs["fail_reason"]
+    retry = [t for t in trials if t.user_attrs.get(RETRY_OF_ATTR) == victim.number]
+    assert len(retry) == 1 and retry[0].params == killed.params and retry[0].state == TrialState.COMPLETE
+    assert len(finished(trials)) == 4 and not [t for t in trials if t.state == TrialState.RUNNING]
