@@ -9,26 +9,72 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import optuna
 import safetensors.torch
 import torch
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
+from optuna.artifacts._protocol import ArtifactStore  # the protocol every store implements
+
+from search.errors import UserError
+from search.storage import default_artifact_dir
 
 ARTIFACT_ATTR = "artifacts"  # trial user attr: {"weights": id, "val_probs": id, "test_probs": id}
 
 
-def open_artifact_store(directory: str | Path) -> FileSystemArtifactStore:
-    path = Path(directory)
+def artifact_location(option: str | None, storage: str) -> str:
+    """--artifacts as given, else the default for the storage URL (beside a SQLite file)."""
+    return option or str(default_artifact_dir(storage))
+
+
+def is_s3_url(location: str) -> bool:
+    return location.startswith("s3://")
+
+
+def open_artifact_store(location: str | Path, *, must_exist: bool = False) -> ArtifactStore:
+    """A directory (created unless it must exist) or `s3://bucket/prefix` (credentials from the environment)."""
+    location = str(location)
+    if is_s3_url(location):
+        return _s3_store(location)
+    path = Path(location)
+    if must_exist and not path.is_dir():
+        raise UserError(f"artifact store {path} does not exist; pass the --artifacts the studies were run with")
     path.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(str(path))
 
 
+class PrefixedArtifactStore:
+    """Keeps every artifact of a run under one key prefix of a shared bucket."""
+
+    def __init__(self, inner: ArtifactStore, prefix: str) -> None:
+        self.inner, self.prefix = inner, prefix
+
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        return self.inner.open_reader(self.prefix + artifact_id)
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        self.inner.write(self.prefix + artifact_id, content_body)
+
+    def remove(self, artifact_id: str) -> None:
+        self.inner.remove(self.prefix + artifact_id)
+
+
+def _s3_store(url: str) -> ArtifactStore:
+    from optuna.artifacts import Boto3ArtifactStore
+
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise UserError(f"--artifacts {url!r}: no bucket; use s3://BUCKET or s3://BUCKET/PREFIX")
+    store = Boto3ArtifactStore(bucket)
+    prefix = prefix.strip("/")
+    return PrefixedArtifactStore(store, prefix + "/") if prefix else store
+
+
 def store_trial_artifacts(
     trial: optuna.Trial,
-    store: FileSystemArtifactStore,
+    store: ArtifactStore,
     model: torch.nn.Module,
     metadata: dict[str, Any],
     val_probs: np.ndarray,
@@ -46,7 +92,7 @@ def store_trial_artifacts(
     return ids
 
 
-def load_weights(store: FileSystemArtifactStore, artifact_id: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_weights(store: ArtifactStore, artifact_id: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """A stored state dict and the metadata saved with it (family, params, ...)."""
     with tempfile.TemporaryDirectory(prefix="digit-search-") as tmp:
         path = Path(tmp) / "weights.safetensors"
@@ -57,7 +103,7 @@ def load_weights(store: FileSystemArtifactStore, artifact_id: str) -> tuple[dict
     return state, {key: json.loads(value) for key, value in raw.items()}
 
 
-def load_probabilities(store: FileSystemArtifactStore, artifact_id: str) -> np.ndarray:
+def load_probabilities(store: ArtifactStore, artifact_id: str) -> np.ndarray:
     with tempfile.TemporaryDirectory(prefix="digit-search-") as tmp:
         path = Path(tmp) / "probs.npy"
         download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
-from optuna.artifacts import FileSystemArtifactStore
+from optuna.artifacts._protocol import ArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
@@ -164,7 +164,7 @@ def predict(model: torch.nn.Module, images: torch.Tensor, tta: bool) -> np.ndarr
 
 def load_member_probabilities(
     member: Member,
-    store: FileSystemArtifactStore,
+    store: ArtifactStore,
     prepared: PreparedData,
     space: Space,
     *,
@@ -188,12 +188,12 @@ def load_member_probabilities(
     return recomputed
 
 
-def load_member_model(member: Member, store: FileSystemArtifactStore, space: Space, device: torch.device) -> torch.nn.Module:
+def load_member_model(member: Member, store: ArtifactStore, space: Space, device: torch.device) -> torch.nn.Module:
     """The trained model of a member, rebuilt from its stored weights."""
     return rebuild_model(space, member.params, load_member_state(member, store), device, member.label)
 
 
-def load_member_state(member: Member, store: FileSystemArtifactStore) -> dict[str, torch.Tensor]:
+def load_member_state(member: Member, store: ArtifactStore) -> dict[str, torch.Tensor]:
     """A member's stored state dict; UserError when the weights are gone."""
     artifact_id = member.artifacts.get("weights")
     try:
@@ -205,7 +205,7 @@ def load_member_state(member: Member, store: FileSystemArtifactStore) -> dict[st
     return state
 
 
-def _stored_probabilities(store: FileSystemArtifactStore, member: Member) -> tuple[np.ndarray, np.ndarray] | None:
+def _stored_probabilities(store: ArtifactStore, member: Member) -> tuple[np.ndarray, np.ndarray] | None:
     """The stored (validation, test) probabilities, or None when either is missing."""
     arrays = []
     for key in ("val_probs", "test_probs"):

@@ -6,13 +6,12 @@ import ipaddress
 import socket
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import TextIO
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from search.errors import UserError
-from search.storage import DEFAULT_STORAGE, check_database_exists, default_artifact_dir, parse_storage_url, redacted
+from search.storage import DEFAULT_STORAGE, check_database_exists, parse_storage_url, redacted
 
 
 @dataclass(frozen=True)
@@ -47,13 +46,13 @@ def dashboard_app(spec: DashboardSpec):
     """The optuna-dashboard WSGI app over the study database and its artifact store."""
     import optuna_dashboard
 
-    from search.artifacts import open_artifact_store
+    from search.artifacts import artifact_location, open_artifact_store
     from search.storage import open_storage
 
     check_database_exists(spec.storage)
     storage = open_storage(spec.storage)
-    artifact_dir = Path(spec.artifacts) if spec.artifacts else default_artifact_dir(spec.storage)
-    return optuna_dashboard.wsgi(storage, artifact_store=open_artifact_store(artifact_dir)), artifact_dir
+    location = artifact_location(spec.artifacts, spec.storage)
+    return optuna_dashboard.wsgi(storage, artifact_store=open_artifact_store(location)), location
 
 
 def serve_dashboard(spec: DashboardSpec, out: TextIO | None = None) -> None:

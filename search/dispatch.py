@@ -18,6 +18,7 @@ import optuna
 import ray
 from optuna.trial import FrozenTrial, TrialState
 
+from search.artifacts import is_s3_url
 from search.errors import UserError
 from search.objective import FAIL_REASON_ATTR
 from search.progress import FINISHED
@@ -170,7 +171,7 @@ def run_parallel(spec, study: optuna.Study, storage, prepared, artifact_dir: str
             base_seed=spec.seed,
             data_hash=prepared.digits.data_hash,
             split=prepared.split.fingerprint(),
-            artifacts=str(Path(artifact_dir).resolve()),
+            artifacts=artifact_dir if is_s3_url(artifact_dir) else str(Path(artifact_dir).resolve()),
             pruner=spec.pruner,
             threads=spec.threads or max(1, int(resources.cpus_per_trial)),
         )

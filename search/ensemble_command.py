@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
-import optuna
-from optuna.artifacts import FileSystemArtifactStore
+from optuna.artifacts._protocol import ArtifactStore
 
-from search.artifacts import open_artifact_store
+from search.artifacts import artifact_location, open_artifact_store
 from search.candidates import (
     Member,
     check_same_data,
@@ -28,7 +27,7 @@ from search.ensemble import METHODS, Selection, accuracy, average, best_single, 
 from search.errors import UserError
 from search.prepared import PreparedData
 from search.saved_ensemble import DEFAULT_ENSEMBLES, MemberToSave, check_save_dir, new_ensemble_dir, save_ensemble
-from search.storage import DEFAULT_STORAGE, check_database_exists, default_artifact_dir, open_storage, parse_storage_url, redacted
+from search.storage import DEFAULT_STORAGE, check_database_exists, open_storage, parse_storage_url, redacted
 from search.submission import check_out_path, utc_now, versions, write_submission
 from spaces import Space
 
@@ -131,7 +130,7 @@ class CandidatePool:
     identity: dict[str, Any]  # the studies' shared data attrs
     prepared: PreparedData
     limit: int | None  # the --limit that reproduces the studies' data
-    store: FileSystemArtifactStore
+    store: ArtifactStore
 
 
 def gather_candidates(spec: EnsembleSpec, out: TextIO) -> CandidatePool:
@@ -142,9 +141,7 @@ def gather_candidates(spec: EnsembleSpec, out: TextIO) -> CandidatePool:
     identity = check_same_data(studies)
     spaces = {s.study_name: resolve_space(str(s.user_attrs.get("space", "")), s.study_name, spec.space_files) for s in studies}
     members = [member for study in studies for member in top_members(study, spec.top)]
-    artifact_dir = Path(spec.artifacts) if spec.artifacts else default_artifact_dir(spec.storage)
-    if not artifact_dir.is_dir():
-        raise UserError(f"artifact store {artifact_dir} does not exist; pass the --artifacts DIR the studies were run with")
+    store = open_artifact_store(artifact_location(spec.artifacts, spec.storage), must_exist=True)
     try:
         device = select_device(spec.device)
         set_threads(spec.threads)
@@ -154,7 +151,6 @@ def gather_candidates(spec: EnsembleSpec, out: TextIO) -> CandidatePool:
     if len(prepared.digits.test_images) == 0:
         raise UserError(f"the data ({prepared.digits.source}) has no test images; there is nothing to submit")
 
-    store = open_artifact_store(artifact_dir)
     out.write(
         f"{len(members)} candidates from {len(studies)} studies (top {spec.top} each) in {redacted(spec.storage)}; "
         f"data {prepared.digits.source}, {len(prepared.split.val_index)} validation / {len(prepared.digits.test_images)} test digits"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import optuna
 import torch
-from optuna.artifacts import FileSystemArtifactStore
+from optuna.artifacts._protocol import ArtifactStore
 
 from search.artifacts import store_trial_artifacts
 from search.trainer import EpochReport, TrainingData, train
@@ -26,7 +26,7 @@ class TrialContext:
     data_hash: str
     epochs: int
     base_seed: int
-    artifact_store: FileSystemArtifactStore
+    artifact_store: ArtifactStore
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -20,7 +20,7 @@ import torch
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial
 
-from search.artifacts import ARTIFACT_ATTR, load_probabilities, open_artifact_store
+from search.artifacts import ARTIFACT_ATTR, artifact_location, load_probabilities, open_artifact_store
 from search.candidates import load_matching_data
 from search.data import EMBEDDED_SOURCE
 from search.ensemble import blend
@@ -28,7 +28,7 @@ from search.errors import UserError
 from search.report_data import EnsembleData, compute_seconds, ensemble_data, study_data, trial_points, trials_table
 from search.report_page import Report, render_page
 from search.saved_ensemble import DEFAULT_ENSEMBLES, MANIFEST, load_ensemble
-from search.storage import DEFAULT_STORAGE, check_database_exists, default_artifact_dir, open_storage, parse_storage_url, redacted
+from search.storage import DEFAULT_STORAGE, check_database_exists, open_storage, parse_storage_url, redacted
 
 
 @dataclass(frozen=True)
@@ -231,10 +231,10 @@ def score_ensemble(spec: ReportSpec, directory: Path, manifest: dict[str, Any], 
 def stored_ensemble_probabilities(spec: ReportSpec, manifest: dict[str, Any], studies: list[LoadedStudy]) -> np.ndarray | None:
     """The members' stored validation probabilities blended with the ensemble weights; None if any is missing."""
     trials = {(s.name, t.number): t for s in studies for t in s.trials}
-    artifact_dir = Path(spec.artifacts) if spec.artifacts else default_artifact_dir(spec.storage)
-    if not artifact_dir.is_dir():
+    try:
+        store = open_artifact_store(artifact_location(spec.artifacts, spec.storage), must_exist=True)
+    except UserError:
         return None
-    store = open_artifact_store(artifact_dir)
     arrays, weights = [], []
     for member in manifest["members"]:
         artifact_id = (trials[(member["study"], member["trial"])].user_attrs.get(ARTIFACT_ATTR) or {}).get("val_probs")

@@ -11,13 +11,13 @@ import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from search.artifacts import open_artifact_store
+from search.artifacts import artifact_location, open_artifact_store
 from search.device import set_threads
 from search.errors import UserError
 from search.objective import TrialContext, make_objective
 from search.prepared import PreparedData, prepare_data
 from search.progress import FINISHED, Progress, count_states
-from search.storage import DEFAULT_STORAGE, default_artifact_dir, open_storage, parse_storage_url, redacted
+from search.storage import DEFAULT_STORAGE, open_storage, parse_storage_url, redacted
 from spaces.training import DEFAULT_EPOCHS
 from spaces import Space, load_space
 
@@ -172,7 +172,7 @@ def run_study(spec: RunSpec, out: TextIO | None = None) -> RunSummary:
     prepared = prepare_data(spec.data_dir, limit=spec.limit, val_fraction=spec.val_fraction, split_seed=spec.split_seed, device="cpu" if parallel else spec.device)
     storage = open_storage(spec.storage)
     study = open_study(spec, storage, space, prepared)
-    artifact_dir = spec.artifacts or str(default_artifact_dir(spec.storage))
+    artifact_dir = artifact_location(spec.artifacts, spec.storage)
     optuna.storages.fail_stale_trials(study)
     if spec.reference:
         enqueue_references(study, space)
