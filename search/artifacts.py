@@ -16,6 +16,7 @@ import optuna
 import safetensors.torch
 import torch
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.artifacts._protocol import ArtifactStore  # the protocol every store implements
 
 from search.errors import UserError
@@ -108,6 +109,17 @@ def load_probabilities(store: ArtifactStore, artifact_id: str) -> np.ndarray:
         path = Path(tmp) / "probs.npy"
         download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
         return np.load(path, allow_pickle=False)
+
+
+def stored_probabilities(store: ArtifactStore, artifact_ids: dict[str, str] | None, key: str) -> np.ndarray | None:
+    """The trial's stored `key` probabilities ("val_probs" or "test_probs"), or None when missing."""
+    artifact_id = (artifact_ids or {}).get(key)
+    if artifact_id is None:
+        return None
+    try:
+        return load_probabilities(store, artifact_id)
+    except ArtifactNotFound:
+        return None
 
 
 def _write_weights(path: Path, model: torch.nn.Module, metadata: dict[str, Any]) -> Path:

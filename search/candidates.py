@@ -18,7 +18,7 @@ from optuna.artifacts._protocol import ArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
-from search.artifacts import ARTIFACT_ATTR, load_probabilities, load_weights
+from search.artifacts import ARTIFACT_ATTR, load_weights, stored_probabilities
 from search.data import EMBEDDED_SOURCE, load_digits
 from search.errors import UserError
 from search.prepared import PreparedData, prepare_data
@@ -207,16 +207,8 @@ def load_member_state(member: Member, store: ArtifactStore) -> dict[str, torch.T
 
 def _stored_probabilities(store: ArtifactStore, member: Member) -> tuple[np.ndarray, np.ndarray] | None:
     """The stored (validation, test) probabilities, or None when either is missing."""
-    arrays = []
-    for key in ("val_probs", "test_probs"):
-        artifact_id = member.artifacts.get(key)
-        if artifact_id is None:
-            return None
-        try:
-            arrays.append(load_probabilities(store, artifact_id))
-        except ArtifactNotFound:
-            return None
-    return arrays[0], arrays[1]
+    val, test = (stored_probabilities(store, member.artifacts, key) for key in ("val_probs", "test_probs"))
+    return None if val is None or test is None else (val, test)
 
 
 def load_matching_data(

@@ -17,10 +17,9 @@ from typing import Any, TextIO
 import numpy as np
 import optuna
 import torch
-from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial
 
-from search.artifacts import ARTIFACT_ATTR, artifact_location, load_probabilities, open_artifact_store
+from search.artifacts import ARTIFACT_ATTR, artifact_location, open_artifact_store, stored_probabilities
 from search.candidates import load_matching_data
 from search.data import EMBEDDED_SOURCE
 from search.ensemble import blend
@@ -237,13 +236,10 @@ def stored_ensemble_probabilities(spec: ReportSpec, manifest: dict[str, Any], st
         return None
     arrays, weights = [], []
     for member in manifest["members"]:
-        artifact_id = (trials[(member["study"], member["trial"])].user_attrs.get(ARTIFACT_ATTR) or {}).get("val_probs")
-        if artifact_id is None:
+        probs = stored_probabilities(store, trials[(member["study"], member["trial"])].user_attrs.get(ARTIFACT_ATTR), "val_probs")
+        if probs is None:
             return None
-        try:
-            arrays.append(load_probabilities(store, artifact_id))
-        except ArtifactNotFound:
-            return None
+        arrays.append(probs)
         weights.append(float(member["weight"]))
     if len({a.shape for a in arrays}) != 1:
         return None
