@@ -314,6 +314,6 @@ def test_only_a_tiny_last_batch_is_dropped() -> None:
 
 
 def test_validation_covers_every_example_beyond_one_eval_batch() -> None:
-    data = pattern_data(train_count=130, val_count=2100, test_count=0)  # 2100 > one 2048-image eval batch
+    data = pattern_data(train_count=130, val_count=1100, test_count=0)  # two full 512-image eval batches and a part
     result = train(tiny_mlp(), data, FAST, epochs=1)
-    assert result.val_probs.shape == (2100, 10) and result.test_probs.shape == (0, 10)
+    assert result.val_probs.shape == (1100, 10) and result.test_probs.shape == (0, 10)
