@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from dataclasses import fields
 
@@ -113,6 +114,7 @@ def spec_kwargs(args: argparse.Namespace, spec_type: type) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    listen_for_interrupts()
     try:
         return dispatch(args)
     except KeyboardInterrupt:
@@ -124,6 +126,17 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(err).split())
         print(f"digit-search {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USER_ERROR
+
+
+def listen_for_interrupts() -> None:
+    """Make SIGINT raise KeyboardInterrupt even where it arrived ignored.
+
+    A shell without job control starts `cmd &` with SIGINT ignored, and Python then never raises
+    KeyboardInterrupt: `timeout --signal=INT` or a scheduler's SIGINT would be lost, and the kill
+    that follows would leave trials RUNNING. Interrupted, we fail and re-enqueue them instead.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def is_user_error(err: Exception) -> bool:
