@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble.add_argument("--studies", required=True, metavar="A,B,...", help="comma-separated study names, e.g. vit,cnn,resnet,stn")
     ensemble.add_argument("--top", type=positive_int, metavar="K", help="candidates per study, best validation accuracy first (default 10)")
     ensemble.add_argument("--method", choices=("greedy", "average", "best"), help="greedy selection on validation log-loss (default), uniform average, or the single best trial")
+    ensemble.add_argument("--calibration", choices=("temperature", "none"), help="temperature: scale each member by one temperature fitted on validation before weighting (default); none: use the probabilities as stored")
     ensemble.add_argument("--tta", action="store_true", default=None, help="average each member over one-pixel shifts of every image (validation and test)")
     ensemble.add_argument("--data", dest="data_dir", metavar="DIR", help="the --data the studies were run with (default: the embedded MNIST sample)")
     ensemble.add_argument("--limit", type=positive_int, metavar="ROWS", help="the --limit the studies were run with (tried from their row count when left out)")

@@ -3,18 +3,28 @@
 Pure numpy, no I/O. Probabilities come as (M, N, 10): M members, N digits, 10 classes. Every
 method returns a weight per member (non-negative, summing to one); the ensemble's prediction is
 the weighted mean of the members' probabilities.
+
+Members can first be calibrated by temperature scaling (Guo et al., 2017): one temperature per
+member, fitted on the validation probabilities, sharpens an under-confident member (T < 1) or
+softens an over-confident one (T > 1) without changing any of its predicted classes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 METHODS = ("greedy", "average", "best")
+CALIBRATIONS = ("temperature", "none")
 GREEDY_ROUNDS = 100
 # Keeps log(0) finite for a member that was certain and wrong; float64 resolves it.
 PROBABILITY_FLOOR = 1e-15
+# Temperatures searched; beyond them a member is all but one-hot or all but uniform.
+TEMPERATURE_RANGE = (0.05, 20.0)
+# Width of the final log-temperature bracket: T to within 0.01%.
+TEMPERATURE_TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -134,3 +144,78 @@ def select(method: str, probs: np.ndarray, labels: np.ndarray, rounds: int = GRE
     if method == "best":
         return best_single(probs, labels)
     raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+
+
+def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The T in TEMPERATURE_RANGE minimising the log-loss of softmax(log(probs) / T); probs is (N, C).
+
+    The log-loss is convex in 1/T, so it has one minimum along log T and a golden-section search
+    over log T finds it.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2:
+        raise ValueError(f"probabilities must be (digits, classes), got {probs.shape}")
+    log_probs = np.log(np.maximum(check_probabilities(probs[None], labels)[0], PROBABILITY_FLOOR))
+    true_class = log_probs[np.arange(len(labels)), labels]
+
+    def loss(log_temperature: float) -> float:
+        temperature = np.exp(log_temperature)
+        scaled = log_probs / temperature
+        top = scaled.max(axis=1)
+        log_normaliser = top + np.log(np.exp(scaled - top[:, None]).sum(axis=1))
+        return float(np.mean(log_normaliser - true_class / temperature))
+
+    return float(np.exp(golden_section_minimum(loss, *np.log(TEMPERATURE_RANGE), TEMPERATURE_TOLERANCE)))
+
+
+def golden_section_minimum(function: Callable[[float], float], low: float, high: float, tolerance: float) -> float:
+    """The x in [low, high] minimising a function with one minimum there, to within tolerance."""
+    ratio = (np.sqrt(5.0) - 1.0) / 2.0
+    left, right = high - ratio * (high - low), low + ratio * (high - low)
+    left_value, right_value = function(left), function(right)
+    while high - low > tolerance:
+        if left_value <= right_value:
+            high, right, right_value = right, left, left_value
+            left = high - ratio * (high - low)
+            left_value = function(left)
+        else:
+            low, left, left_value = left, right, right_value
+            right = low + ratio * (high - low)
+            right_value = function(right)
+    return (low + high) / 2.0
+
+
+def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(log(probs) / temperature) over the last axis, as float64 rows summing to one.
+
+    T = 1 gives the rows back renormalised; no T changes a row's most probable class.
+    """
+    temperature = check_temperature(temperature)
+    probs = np.asarray(probs, dtype=np.float64)
+    probs = probs / probs.sum(axis=-1, keepdims=True)
+    if temperature == 1.0:
+        return probs
+    scaled = np.log(np.maximum(probs, PROBABILITY_FLOOR)) / temperature
+    exp = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def check_temperature(temperature: float) -> float:
+    """The temperature as a float; ValueError unless it is finite and positive."""
+    if not np.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"a temperature must be a finite number above 0, got {temperature}")
+    return float(temperature)
+
+
+def calibrate(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """One fitted temperature per member: (M, N, C) validation probabilities -> (M,)."""
+    probs = check_probabilities(probs, labels)
+    return np.array([fit_temperature(member, labels) for member in probs])
+
+
+def apply_temperatures(probs: np.ndarray, temperatures: np.ndarray) -> np.ndarray:
+    """Each member's probabilities at its own temperature: (M, N, C) x (M,) -> (M, N, C) float64."""
+    temperatures = np.asarray(temperatures, dtype=np.float64)
+    if temperatures.shape != (len(probs),):
+        raise ValueError(f"temperatures must be ({len(probs)},), got {temperatures.shape}")
+    return np.stack([apply_temperature(member, t) for member, t in zip(probs, temperatures)])

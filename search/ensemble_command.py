@@ -23,7 +23,19 @@ from search.candidates import (
     top_members,
 )
 from search.device import select_device, set_threads
-from search.ensemble import METHODS, Selection, accuracy, average, best_single, blend, greedy, log_loss
+from search.ensemble import (
+    CALIBRATIONS,
+    METHODS,
+    Selection,
+    accuracy,
+    apply_temperatures,
+    average,
+    best_single,
+    blend,
+    calibrate,
+    greedy,
+    log_loss,
+)
 from search.errors import UserError
 from search.prepared import PreparedData
 from search.saved_ensemble import DEFAULT_ENSEMBLES, MemberToSave, check_save_dir, new_ensemble_dir, save_ensemble
@@ -37,6 +49,7 @@ class EnsembleSpec:
     studies: str  # comma-separated study names
     top: int = 10
     method: str = "greedy"
+    calibration: str = "temperature"
     tta: bool = False
     data_dir: str | None = None
     limit: int | None = None
@@ -59,6 +72,8 @@ class EnsembleSpec:
             raise UserError(f"--top must be at least 1, got {self.top}")
         if self.method not in METHODS:
             raise UserError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.calibration not in CALIBRATIONS:
+            raise UserError(f"--calibration must be one of {', '.join(CALIBRATIONS)}, got {self.calibration!r}")
         if self.limit is not None and self.limit < 20:
             raise UserError(f"--limit must be at least 20 rows, got {self.limit}")
         parse_storage_url(self.storage)
@@ -82,7 +97,8 @@ class MemberScore:
 @dataclass(frozen=True)
 class EnsembleResult:
     members: list[Member]
-    scores: list[MemberScore]  # per member, on the validation data
+    scores: list[MemberScore]  # per member, on the validation data (after calibration)
+    temperatures: np.ndarray  # (M,) per member; all 1 without calibration
     selections: dict[str, Selection]  # greedy, average, best
     method: str  # the submitted one
     best_per_study: dict[str, int]  # study -> member index
@@ -106,19 +122,34 @@ def run_ensemble(spec: EnsembleSpec, out: TextIO | None = None) -> EnsembleResul
     labels = pool.prepared.digits.train_labels[pool.prepared.split.val_index]
     val = np.stack([m.val_probs for m in members])  # (M, V, 10)
     test = np.stack([m.test_probs for m in members])  # (M, T, 10)
+    val, test, temperatures = calibrate_members(spec.calibration, val, test, labels)
     selections = {"greedy": greedy(val, labels), "average": average(val, labels), "best": best_single(val, labels)}
     chosen = selections[spec.method]
     scores = [MemberScore(accuracy(p, labels), log_loss(p, labels)) for p in val]
     best_per_study = best_member_per_study(members, scores)
 
-    saved = _save(spec, pool, scores, chosen)
+    saved = _save(spec, pool, scores, temperatures, chosen)
     submitted_labels = blend(test, chosen.weights).argmax(axis=1)
-    lineage = _lineage(spec, pool, scores, selections, best_per_study, saved)
+    lineage = _lineage(spec, pool, scores, temperatures, selections, best_per_study, saved)
     csv_path, json_path = write_submission(out_path, submitted_labels, lineage)
 
-    print_table(members, scores, selections, spec.method, best_per_study, out)
+    shown_temperatures = temperatures if spec.calibration == "temperature" else None
+    print_table(members, scores, selections, spec.method, best_per_study, out, shown_temperatures)
     out.write(f"wrote {csv_path} ({len(submitted_labels)} rows) and {json_path.name}; ensemble saved in {saved}\n")
-    return EnsembleResult(members, scores, selections, spec.method, best_per_study, csv_path, json_path, saved)
+    return EnsembleResult(members, scores, temperatures, selections, spec.method, best_per_study, csv_path, json_path, saved)
+
+
+def calibrate_members(
+    calibration: str, val: np.ndarray, test: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validation and test probabilities at each member's temperature fitted on validation, and the temperatures.
+
+    With no calibration the probabilities are returned untouched, so the selection is exactly the uncalibrated one.
+    """
+    if calibration == "none":
+        return val, test, np.ones(len(val))
+    temperatures = calibrate(val, labels)
+    return apply_temperatures(val, temperatures), apply_temperatures(test, temperatures), temperatures
 
 
 @dataclass(frozen=True)
@@ -177,7 +208,7 @@ def best_member_per_study(members: list[Member], scores: list[MemberScore]) -> d
     return best
 
 
-def _save(spec: EnsembleSpec, pool: CandidatePool, scores: list[MemberScore], chosen: Selection) -> Path:
+def _save(spec: EnsembleSpec, pool: CandidatePool, scores: list[MemberScore], temperatures: np.ndarray, chosen: Selection) -> Path:
     members, identity = pool.members, pool.identity
     to_save = [
         MemberToSave(
@@ -190,12 +221,14 @@ def _save(spec: EnsembleSpec, pool: CandidatePool, scores: list[MemberScore], ch
             weight=float(chosen.weights[i]),
             state=load_member_state(members[i], pool.store),
             val_accuracy=scores[i].accuracy,
+            temperature=float(temperatures[i]),
         )
         for i in chosen.members
     ]
     directory = Path(spec.save) if spec.save else new_ensemble_dir(DEFAULT_ENSEMBLES, spec.method)
     manifest = {
         "method": spec.method,
+        "calibration": spec.calibration,
         "tta": spec.tta,
         "studies": spec.study_names,
         "data_hash": identity["data_hash"],
@@ -210,6 +243,7 @@ def _lineage(
     spec: EnsembleSpec,
     pool: CandidatePool,
     scores: list[MemberScore],
+    temperatures: np.ndarray,
     selections: dict[str, Selection],
     best_per_study: dict[str, int],
     saved: Path,
@@ -219,6 +253,7 @@ def _lineage(
     return {
         "created": utc_now(),
         "method": spec.method,
+        "calibration": spec.calibration,
         "tta": spec.tta,
         "top": spec.top,
         "studies": spec.study_names,
@@ -229,6 +264,7 @@ def _lineage(
                 "trial": members[i].number,
                 "family": members[i].family,
                 "weight": float(chosen.weights[i]),
+                "temperature": float(temperatures[i]),
                 "val_accuracy": scores[i].accuracy,
                 "val_log_loss": scores[i].log_loss,
             }
@@ -263,8 +299,12 @@ def print_table(
     method: str,
     best_per_study: dict[str, int],
     out: TextIO,
+    temperatures: np.ndarray | None = None,
 ) -> None:
-    """Best single trial per study, uniform average, greedy ensemble; then the submitted members."""
+    """Best single trial per study, uniform average, greedy ensemble; then the submitted members.
+
+    With temperatures (calibrated members), the members' list shows each one's.
+    """
     chosen = selections[method]
     submitted_single = int(chosen.members[0]) if method == "best" else None
     rows = [
@@ -279,9 +319,13 @@ def print_table(
     for label, acc, loss, submitted in rows:
         out.write(f"{label:{width}}  {acc:>12.2%}  {loss:>12.4f}{'  <- submitted' if submitted else ''}\n")
 
-    listed = [(members[i], scores[i], chosen.weights[i]) for i in chosen.members]
-    width = max(len(m.label) for m, _, _ in listed) + 2
-    out.write(f"\n{method} members:\n{'':{width}}  weight  family  val accuracy  val log-loss\n")
-    for member, score, weight in listed:
-        out.write(f"  {member.label:{width - 2}}  {weight:6.3f}  {member.family:6}  {score.accuracy:>12.2%}  {score.log_loss:>12.4f}\n")
+    width = max(len(members[i].label) for i in chosen.members) + 2
+    temperature_header = "  temperature" if temperatures is not None else ""
+    out.write(f"\n{method} members:\n{'':{width}}  weight{temperature_header}  family  val accuracy  val log-loss\n")
+    for i in chosen.members:
+        member, score = members[i], scores[i]
+        temperature = f"  {temperatures[i]:>11.3f}" if temperatures is not None else ""
+        out.write(
+            f"  {member.label:{width - 2}}  {chosen.weights[i]:6.3f}{temperature}  {member.family:6}  {score.accuracy:>12.2%}  {score.log_loss:>12.4f}\n"
+        )
     out.write("\n")

@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial
 from search.artifacts import ARTIFACT_ATTR, artifact_location, open_artifact_store, stored_probabilities
 from search.candidates import load_matching_data
 from search.data import EMBEDDED_SOURCE
-from search.ensemble import blend
+from search.ensemble import apply_temperature, blend
 from search.errors import UserError
 from search.report_data import EnsembleData, compute_seconds, ensemble_data, study_data, trial_points, trials_table
 from search.report_page import Report, render_page
@@ -228,7 +228,7 @@ def score_ensemble(spec: ReportSpec, directory: Path, manifest: dict[str, Any], 
 
 
 def stored_ensemble_probabilities(spec: ReportSpec, manifest: dict[str, Any], studies: list[LoadedStudy]) -> np.ndarray | None:
-    """The members' stored validation probabilities blended with the ensemble weights; None if any is missing."""
+    """The members' stored validation probabilities, each at its temperature, blended with the ensemble weights; None if any is missing."""
     trials = {(s.name, t.number): t for s in studies for t in s.trials}
     try:
         store = open_artifact_store(artifact_location(spec.artifacts, spec.storage), must_exist=True)
@@ -239,7 +239,10 @@ def stored_ensemble_probabilities(spec: ReportSpec, manifest: dict[str, Any], st
         probs = stored_probabilities(store, trials[(member["study"], member["trial"])].user_attrs.get(ARTIFACT_ATTR), "val_probs")
         if probs is None:
             return None
-        arrays.append(probs)
+        try:
+            arrays.append(apply_temperature(probs, float(member.get("temperature", 1.0))))
+        except (TypeError, ValueError):  # a hand-edited manifest: leave the figure out rather than guess
+            return None
         weights.append(float(member["weight"]))
     if len({a.shape for a in arrays}) != 1:
         return None

@@ -1,11 +1,13 @@
 """A saved ensemble: one folder with each member's weights, config and ensemble weight.
 
 Layout of a folder:
-    manifest.json            created (UTC), method, tta, data identity, members
+    manifest.json            created (UTC), method, calibration, tta, data identity, members
+                             (each with its weight and temperature)
     member-00.safetensors    weights, with family and params as metadata (no code is run to load)
     spaces/NAME.py           copies of user family files, so the ensemble loads without them
 
-`predict` uses the newest folder under studies/ensembles by the manifest's `created` time.
+`predict` uses the newest folder under studies/ensembles by the manifest's `created` time. A member
+without a temperature (saved before calibration existed) is used at T = 1, as it was then.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import safetensors.torch
 import torch
 
 from search.candidates import predict, rebuild_model
+from search.ensemble import apply_temperature, check_temperature
 from search.errors import UserError
 from spaces import Space, SpaceError, load_space
 
@@ -44,6 +47,7 @@ class MemberToSave:
     weight: float
     state: dict[str, torch.Tensor]
     val_accuracy: float
+    temperature: float = 1.0
 
 
 @dataclass
@@ -52,16 +56,18 @@ class LoadedEnsemble:
     manifest: dict[str, Any]
     models: list[torch.nn.Module]
     weights: list[float]
+    temperatures: list[float]
 
     @property
     def tta(self) -> bool:
         return bool(self.manifest.get("tta", False))
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 10) float64 ensemble probabilities of uint8 (N, 1, 28, 28) images."""
+        """(N, 10) float64 ensemble probabilities of uint8 (N, 1, 28, 28) images, each member at its temperature."""
         total = None
-        for model, weight in zip(self.models, self.weights):
-            probs = torch.from_numpy(predict(model, images, self.tta)).double() * weight
+        for model, weight, temperature in zip(self.models, self.weights, self.temperatures):
+            calibrated = apply_temperature(predict(model, images, self.tta), temperature)
+            probs = torch.from_numpy(calibrated) * weight
             total = probs if total is None else total + probs
         return total / sum(self.weights)
 
@@ -124,6 +130,7 @@ def _write_member(folder: Path, index: int, member: MemberToSave) -> dict[str, A
         "space_file": space_file,
         "params": member.params,
         "weight": member.weight,
+        "temperature": member.temperature,
         "val_accuracy": member.val_accuracy,
         "weights_file": weights_file,
     }
@@ -157,7 +164,7 @@ def load_ensemble(directory: str | Path, device: torch.device) -> LoadedEnsemble
         raise UserError(f"{manifest_path}: unreadable ({type(err).__name__}: {err})") from None
     if manifest.get("format") != FORMAT or not records:
         raise UserError(f"{manifest_path}: not a format-{FORMAT} ensemble with members")
-    models, weights = [], []
+    models, weights, temperatures = [], [], []
     for record in records:
         label = f"{directory}: member {record.get('study')}#{record.get('trial')}"
         space = _member_space(directory, record, label)
@@ -167,7 +174,17 @@ def load_ensemble(directory: str | Path, device: torch.device) -> LoadedEnsemble
             raise UserError(f"{label}: cannot read its weights ({err})") from None
         models.append(rebuild_model(space, record["params"], state, device, label))
         weights.append(float(record["weight"]))
-    return LoadedEnsemble(directory, manifest, models, weights)
+        temperatures.append(_member_temperature(record, label))
+    return LoadedEnsemble(directory, manifest, models, weights, temperatures)
+
+
+def _member_temperature(record: dict[str, Any], label: str) -> float:
+    """The member's temperature; 1 for ensembles saved before members were calibrated."""
+    value = record.get("temperature", 1.0)
+    try:
+        return check_temperature(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{label}: its temperature {value!r} is not a number above 0") from None
 
 
 def _member_space(directory: Path, record: dict[str, Any], label: str) -> Space:

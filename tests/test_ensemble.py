@@ -5,10 +5,15 @@ import pytest
 
 from search.ensemble import (
     METHODS,
+    TEMPERATURE_RANGE,
     accuracy,
+    apply_temperature,
+    apply_temperatures,
     average,
     best_single,
     blend,
+    calibrate,
+    fit_temperature,
     greedy,
     log_loss,
     select,
@@ -148,3 +153,107 @@ def test_unknown_method_and_bad_rounds_are_refused():
         select("vote", probs, labels)
     with pytest.raises(ValueError, match="rounds"):
         greedy(probs, labels, rounds=0)
+
+
+# --- temperature scaling -------------------------------------------------------------------------
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def calibrated_logits(digits: int, seed: int):
+    """Logits z and labels drawn from softmax(z): a model whose temperature is exactly 1."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 3, (digits, CLASSES))
+    labels = (softmax(logits).cumsum(axis=1) > rng.random((digits, 1))).argmax(axis=1)
+    return logits, labels
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+@pytest.mark.parametrize("seed", range(3))
+def test_fit_temperature_recovers_a_known_temperature(temperature, seed):
+    logits, labels = calibrated_logits(3000, seed)
+    # softmax(z * T) is sharpened back to softmax(z) by dividing its log by T
+    fitted = fit_temperature(softmax(logits * temperature).astype(np.float32), labels)
+    assert fitted == pytest.approx(temperature, rel=0.1)
+
+
+def test_the_fitted_temperature_lowers_log_loss_to_its_minimum():
+    logits, labels = calibrated_logits(1000, seed=11)
+    probs = softmax(logits * 0.4)
+    fitted = fit_temperature(probs, labels)
+    best = log_loss(apply_temperature(probs, fitted), labels)
+    assert best < log_loss(probs, labels) - 0.05
+    for nearby in (fitted * 0.95, fitted * 1.05):
+        assert best <= log_loss(apply_temperature(probs, nearby), labels)
+
+
+def test_fit_temperature_stays_in_its_range():
+    labels = np.arange(50) % CLASSES
+    always_right = np.eye(CLASSES)[labels] * 0.5 + 0.05
+    always_wrong = np.eye(CLASSES)[(labels + 1) % CLASSES] * 0.5 + 0.05
+    low, high = TEMPERATURE_RANGE
+    assert fit_temperature(always_right, labels) == pytest.approx(low, rel=1e-3)
+    assert fit_temperature(always_wrong, labels) == pytest.approx(high, rel=1e-3)
+
+
+@pytest.mark.parametrize("temperature", [0.05, 0.3, 1.0, 3.0, 20.0])
+def test_apply_temperature_keeps_the_predicted_class_and_sums_to_one(temperature):
+    probs, _ = noisy_members(3, 500, seed=12)
+    probs[0, :5] = 0.0  # certain rows must survive too
+    probs[0, :5, 3] = 1.0
+    scaled = apply_temperature(probs, temperature)
+    assert scaled.shape == probs.shape and scaled.dtype == np.float64
+    np.testing.assert_array_equal(scaled.argmax(axis=-1), probs.argmax(axis=-1))
+    np.testing.assert_allclose(scaled.sum(axis=-1), 1.0, rtol=1e-12)
+
+
+def test_temperature_one_is_the_identity():
+    probs, _ = noisy_members(2, 300, seed=13)
+    np.testing.assert_allclose(apply_temperature(probs, 1.0), probs, rtol=1e-6)
+    np.testing.assert_allclose(apply_temperature(probs * 3, 1.0), probs, rtol=1e-6)  # renormalised
+
+
+def test_lower_temperatures_sharpen_and_higher_ones_soften():
+    probs, _ = noisy_members(1, 300, seed=14)
+    top = probs[0].max(axis=1)
+    assert (apply_temperature(probs[0], 0.5).max(axis=1) >= top).all()
+    assert (apply_temperature(probs[0], 2.0).max(axis=1) <= top).all()
+
+
+def test_calibrate_fits_each_member_on_its_own():
+    logits, labels = calibrated_logits(2000, seed=15)
+    probs = np.stack([softmax(logits * t) for t in (0.5, 1.0, 2.0)])
+    temperatures = calibrate(probs, labels)
+    np.testing.assert_allclose(temperatures, [0.5, 1.0, 2.0], rtol=0.1)
+    for member, scaled, temperature in zip(probs, apply_temperatures(probs, temperatures), temperatures):
+        np.testing.assert_allclose(scaled, apply_temperature(member, temperature))
+
+
+def test_calibration_lets_greedy_combine_members_of_differing_confidence():
+    probs, labels = noisy_members(6, 2000, seed=3, skill=np.full(6, 2.0))
+    # as if trained with more or less label smoothing: each member under-confident to its own degree
+    under = apply_temperatures(probs, np.array([1.0, 2.0, 3.0, 4.0, 1.5, 2.5]))
+    raw = greedy(under, labels)
+    calibrated = greedy(apply_temperatures(under, calibrate(under, labels)), labels)
+    assert calibrated.log_loss < raw.log_loss - 0.1
+    assert len(calibrated.members) > len(raw.members)
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0, np.nan, np.inf])
+def test_bad_temperatures_are_refused(temperature):
+    probs, _ = noisy_members(1, 10, seed=16)
+    with pytest.raises(ValueError, match="temperature"):
+        apply_temperature(probs, temperature)
+
+
+def test_bad_calibration_input_is_refused():
+    probs, labels = noisy_members(2, 10, seed=17)
+    with pytest.raises(ValueError, match="digits, classes"):
+        fit_temperature(probs, labels)
+    with pytest.raises(ValueError, match="labels must be"):
+        fit_temperature(probs[0], labels[:5])
+    with pytest.raises(ValueError, match="temperatures must be"):
+        apply_temperatures(probs, np.ones(3))

@@ -12,12 +12,14 @@ import torch
 from PIL import Image
 
 from search.artifacts import ARTIFACT_ATTR, load_probabilities, open_artifact_store
-from search.candidates import TTA_SHIFTS, shift_images
+from search.candidates import TTA_SHIFTS, predict, shift_images, top_members
 from search.cli import main
 from search.csv_digits import PIXEL_COLUMNS
 from search.data import load_digits, stratified_split
-from search.ensemble import blend
-from search.saved_ensemble import MANIFEST, latest_ensemble
+from search.ensemble import apply_temperatures, blend, fit_temperature, greedy, log_loss
+from search.ensemble_command import EnsembleSpec
+from search.errors import UserError
+from search.saved_ensemble import MANIFEST, latest_ensemble, load_ensemble
 from search.study import RunSpec, run_study
 from spaces import load_space
 
@@ -72,9 +74,14 @@ def saved(studies, tmp_path_factory):
     return out
 
 
-def stored_test_probs(url: str, root: Path, study: str, number: int) -> np.ndarray:
+def stored_test_probs(url: str, root: Path, study: str, number: int, key: str = "test_probs") -> np.ndarray:
     trial = optuna.load_study(study_name=study, storage=url).trials[number]
-    return load_probabilities(open_artifact_store(root / "artifacts"), trial.user_attrs[ARTIFACT_ATTR]["test_probs"])
+    return load_probabilities(open_artifact_store(root / "artifacts"), trial.user_attrs[ARTIFACT_ATTR][key])
+
+
+def stored_members_probs(url: str, root: Path, members: list[dict], key: str = "test_probs") -> np.ndarray:
+    """(M, N, 10) stored probabilities of lineage or manifest members."""
+    return np.stack([stored_test_probs(url, root, m["study"], m["trial"], key) for m in members])
 
 
 def submitted_labels(path: Path) -> np.ndarray:
@@ -107,13 +114,16 @@ def test_ensemble_writes_the_submission_its_lineage_and_the_saved_ensemble(studi
     validation = lineage["validation"]
     assert validation["greedy"]["log_loss"] <= min(best["log_loss"] for best in validation["best_per_study"].values())
 
-    # the submission is the weighted vote of the members' stored test probabilities
-    probs = np.stack([stored_test_probs(url, root, m["study"], m["trial"]) for m in lineage["members"]])
+    # the submission is the weighted vote of the members' stored test probabilities at their temperatures
+    assert lineage["calibration"] == "temperature"
+    temperatures = np.array([m["temperature"] for m in lineage["members"]])
+    probs = apply_temperatures(stored_members_probs(url, root, lineage["members"]), temperatures)
     np.testing.assert_array_equal(labels, blend(probs, np.array(weights)).argmax(axis=1))
 
     manifest = json.loads((saved / "ensemble" / MANIFEST).read_text())
-    assert [(m["study"], m["trial"], m["weight"]) for m in manifest["members"]] == [
-        (m["study"], m["trial"], m["weight"]) for m in lineage["members"]
+    assert manifest["calibration"] == "temperature"
+    assert [(m["study"], m["trial"], m["weight"], m["temperature"]) for m in manifest["members"]] == [
+        (m["study"], m["trial"], m["weight"], m["temperature"]) for m in lineage["members"]
     ]
     mlp_members = [m for m in manifest["members"] if m["study"] == "mlp"]
     assert all((saved / "ensemble" / m["space_file"]).is_file() for m in mlp_members)
@@ -130,6 +140,69 @@ def test_the_table_shows_each_study_the_average_and_the_greedy_ensemble(studies,
         assert row in out, row
     assert "<- submitted" in out.split("greedy ensemble of")[1].splitlines()[0]
     assert "greedy members:" in out
+
+
+@pytest.mark.slow
+def test_each_member_gets_the_temperature_fitted_on_its_validation_probabilities(studies, tmp_path, capsys):
+    root, url = studies
+    assert cli("ensemble", "--studies", "cnn,mlp", "--method", "average", "--storage", url, "--space-file", MY_SPACE,
+               "--out", tmp_path / "s.csv", "--save", tmp_path / "e") == 0
+    out = capsys.readouterr().out
+    lineage = json.loads((tmp_path / "s.json").read_text())
+    members = lineage["members"]
+    assert lineage["calibration"] == "temperature" and len(members) == 5
+    _, labels = validation_digits(None)
+    val = stored_members_probs(url, root, members, "val_probs")
+    temperatures = np.array([m["temperature"] for m in members])
+    np.testing.assert_allclose(temperatures, [fit_temperature(p, labels) for p in val])
+    assert np.abs(temperatures - 1).max() > 0.01  # something was calibrated
+
+    listing = out.split("average members:")[1].splitlines()
+    assert "temperature" in listing[1]
+    for member in members:
+        row = next(line for line in listing if line.strip().startswith(f"{member['study']}#{member['trial']} "))
+        assert f"{member['temperature']:.3f}" in row.split()
+
+    # the reported figures are those of the calibrated members
+    calibrated = apply_temperatures(val, temperatures)
+    assert lineage["validation"]["average"]["log_loss"] == pytest.approx(log_loss(calibrated.mean(axis=0), labels))
+    assert members[0]["val_log_loss"] == pytest.approx(log_loss(calibrated[0], labels))
+    manifest = json.loads((tmp_path / "e" / MANIFEST).read_text())
+    assert [m["temperature"] for m in manifest["members"]] == temperatures.tolist()
+
+
+@pytest.mark.slow
+def test_calibration_none_weights_the_stored_probabilities_as_they_are(studies, tmp_path, capsys):
+    root, url = studies
+    assert cli("ensemble", "--studies", "cnn,mlp", "--calibration", "none", "--storage", url, "--space-file", MY_SPACE,
+               "--out", tmp_path / "s.csv", "--save", tmp_path / "e") == 0
+    out = capsys.readouterr().out
+    candidates = [m for name in ("cnn", "mlp") for m in top_members(optuna.load_study(study_name=name, storage=url), 10)]
+    _, labels = validation_digits(None)
+    val = np.stack([stored_test_probs(url, root, m.study, m.number, "val_probs") for m in candidates])
+    uncalibrated = greedy(val, labels)
+
+    lineage = json.loads((tmp_path / "s.json").read_text())
+    assert lineage["calibration"] == "none"
+    assert [(m["study"], m["trial"], m["weight"], m["temperature"]) for m in lineage["members"]] == [
+        (candidates[i].study, candidates[i].number, float(uncalibrated.weights[i]), 1.0) for i in uncalibrated.members
+    ]
+    assert lineage["validation"]["greedy"]["log_loss"] == uncalibrated.log_loss
+    test = stored_members_probs(url, root, lineage["members"])
+    weights = np.array([m["weight"] for m in lineage["members"]])
+    np.testing.assert_array_equal(submitted_labels(tmp_path / "s.csv"), blend(test, weights).argmax(axis=1))
+    assert "temperature" not in out
+    manifest = json.loads((tmp_path / "e" / MANIFEST).read_text())
+    assert manifest["calibration"] == "none" and {m["temperature"] for m in manifest["members"]} == {1.0}
+
+
+def test_an_unknown_calibration_is_refused_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli("ensemble", "--studies", "cnn", "--calibration", "platt")
+    assert exited.value.code == 2
+    assert "--calibration" in one_line_error(capsys.readouterr().err)
+    with pytest.raises(UserError, match="--calibration must be one of temperature, none"):
+        EnsembleSpec(studies="cnn", calibration="platt")
 
 
 @pytest.mark.slow
@@ -284,6 +357,65 @@ def test_predict_recognises_rendered_digits_of_any_size_and_polarity(saved, tmp_
     assert (original == labels).mean() >= 0.8
     assert (rendered == labels).mean() >= 0.8
     assert (rendered == original).mean() >= 0.85
+
+
+@pytest.mark.slow
+def test_predict_with_a_calibrated_ensemble_reproduces_its_submission(studies, saved, tmp_path, capsys):
+    root, url = studies
+    lineage = json.loads((saved / "submission.json").read_text())
+    ensemble = load_ensemble(saved / "ensemble", torch.device("cpu"))
+    assert ensemble.temperatures == [m["temperature"] for m in lineage["members"]]
+    assert ensemble.weights == [m["weight"] for m in lineage["members"]]
+
+    test_images = load_digits(None).test_images
+    stored = stored_members_probs(url, root, lineage["members"])
+    expected = blend(apply_temperatures(stored, np.array(ensemble.temperatures)), np.array(ensemble.weights))
+    predicted = ensemble.predict(torch.from_numpy(test_images).unsqueeze(1)).numpy()
+    np.testing.assert_allclose(predicted, expected, atol=1e-5)
+
+    write_pixel_csv(tmp_path / "test.csv", test_images)
+    capsys.readouterr()
+    assert cli("predict", "--ensemble", saved / "ensemble", tmp_path / "test.csv") == 0
+    found = predictions(capsys.readouterr().out)
+    np.testing.assert_array_equal([digit for _, digit, _ in found], submitted_labels(saved / "submission.csv"))
+    np.testing.assert_allclose([prob for _, _, prob in found], expected.max(axis=1), atol=1e-4)
+
+
+def without_temperatures(source: Path, target: Path) -> Path:
+    """A copy of a saved ensemble as it was written before members were calibrated."""
+    shutil.copytree(source, target)
+    manifest = json.loads((target / MANIFEST).read_text())
+    del manifest["calibration"]
+    for member in manifest["members"]:
+        del member["temperature"]
+    (target / MANIFEST).write_text(json.dumps(manifest))
+    return target
+
+
+@pytest.mark.slow
+def test_an_ensemble_saved_before_calibration_predicts_at_temperature_one(saved, tmp_path, capsys):
+    old = load_ensemble(without_temperatures(saved / "ensemble", tmp_path / "old"), torch.device("cpu"))
+    assert old.temperatures == [1.0] * len(old.models)
+    images, _ = validation_digits(50)
+    tensor = torch.from_numpy(images).unsqueeze(1)
+    uncalibrated = blend(np.stack([predict(model, tensor, tta=False) for model in old.models]), np.array(old.weights))
+    np.testing.assert_allclose(old.predict(tensor).numpy(), uncalibrated, rtol=1e-6)
+
+    write_pixel_csv(tmp_path / "rows.csv", images[:3])
+    assert cli("predict", "--ensemble", tmp_path / "old", tmp_path / "rows.csv") == 0
+    assert len(predictions(capsys.readouterr().out)) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("temperature", [0, -1.5, "hot", None])
+def test_predict_refuses_a_saved_temperature_that_is_not_above_zero(saved, tmp_path, capsys, temperature):
+    shutil.copytree(saved / "ensemble", tmp_path / "e")
+    manifest = json.loads((tmp_path / "e" / MANIFEST).read_text())
+    manifest["members"][0]["temperature"] = temperature
+    (tmp_path / "e" / MANIFEST).write_text(json.dumps(manifest))
+    write_pixel_csv(tmp_path / "rows.csv", validation_digits(1)[0])
+    assert cli("predict", "--ensemble", tmp_path / "e", tmp_path / "rows.csv") == 2
+    assert "temperature" in one_line_error(capsys.readouterr().err)
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -293,3 +294,21 @@ def test_the_browser_check_sees_script_errors_and_missing_figures(tmp_path, brow
     errors = browser.errors()
     assert any("boom" in e for e in errors) and any("missingFunction" in e for e in errors)
     assert browser.evaluate("[...document.querySelectorAll('.plotly-graph-div')].filter(d => d.querySelector('svg.main-svg')).length") == 0
+
+
+def test_the_report_scores_the_saved_ensemble_at_its_members_temperatures(studies):
+    from search.report_command import ReportSpec, load_studies, score_ensemble, stored_ensemble_probabilities
+
+    root, url = studies
+    directory = root / "studies" / "ensembles" / "20250101-000000-greedy"
+    manifest = json.loads((directory / "manifest.json").read_text())
+    lineage = json.loads((root / "submission.json").read_text())
+    assert manifest["calibration"] == "temperature" and all(m["temperature"] != 1.0 for m in manifest["members"])
+    spec = ReportSpec(storage=url, studies="cnn", data_dir=None)
+    loaded = load_studies(spec)
+    scored = score_ensemble(spec, directory, manifest, loaded)
+    recorded = lineage["validation"][manifest["method"]]
+    assert scored.accuracy == pytest.approx(recorded["accuracy"])
+    probs = stored_ensemble_probabilities(spec, manifest, loaded)
+    uncalibrated = stored_ensemble_probabilities(spec, {**manifest, "members": [{**m, "temperature": 1.0} for m in manifest["members"]]}, loaded)
+    assert probs is not None and not np.allclose(probs, uncalibrated)
