@@ -38,8 +38,9 @@ def count_states(study: optuna.Study) -> dict[TrialState, int]:
 class Progress:
     """Optuna callback: prints done/pruned/failed, best accuracy, elapsed and ETA after each trial."""
 
-    def __init__(self, target: int, already_finished: int, out: TextIO = sys.stdout) -> None:
+    def __init__(self, target: int, already_finished: int, out: TextIO = sys.stdout, timeout: float | None = None) -> None:
         self.target = target
+        self.timeout = timeout  # seconds after which no new trial starts
         self.started = time.monotonic()
         self.finished_at_start = already_finished
         self.out = out
@@ -49,7 +50,11 @@ class Progress:
         finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
         elapsed = time.monotonic() - self.started
         ran_here = max(finished - self.finished_at_start, 1)
-        eta = elapsed / ran_here * max(self.target - finished, 0)
+        per_trial = elapsed / ran_here
+        eta = per_trial * max(self.target - finished, 0)
+        if self.timeout is not None and finished < self.target:
+            # trials stop starting at the timeout; the last one started then runs on a while
+            eta = min(eta, max(self.timeout - elapsed, 0) + per_trial)
         best = _best_value(study)
         outcome = _describe(trial)
         self.out.write(

@@ -185,7 +185,7 @@ def run_study(spec: RunSpec, out: TextIO | None = None) -> RunSummary:
         f"{where}; {spec.epochs} epochs max\n"
     )
     failures = FailuresInARow(MAX_FAILURES_IN_A_ROW)
-    progress = Progress(spec.trials, finished, out)
+    progress = Progress(spec.trials, finished, out, spec.timeout)
 
     def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         progress(study, trial)
