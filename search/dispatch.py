@@ -20,12 +20,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.artifacts import is_s3_url
 from search.errors import UserError
-from search.objective import FAIL_REASON_ATTR
+from search.objective import FAIL_REASON_ATTR, INTERRUPTED, RETRY_OF_ATTR
 from search.progress import FINISHED
 from search.storage import absolute_storage_url, parse_storage_url, retry_on_database_errors
 from search.worker import WorkerJob, run_trial
 
-RETRY_OF_ATTR = "retry_of"
 WAIT_SECONDS = 1.0
 
 
@@ -115,7 +114,7 @@ class ParallelRun:
                 for ref in ready:
                     stopping = self.collect(ref) or stopping
         except KeyboardInterrupt:
-            self.abandon_in_flight("interrupted (Ctrl-C on the driver)")
+            self.abandon_in_flight(f"{INTERRUPTED} on the driver")
             raise
 
     def launch(self) -> None:

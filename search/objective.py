@@ -15,6 +15,8 @@ from search.trainer import EpochReport, TrainingData, train
 from spaces import Space
 
 FAIL_REASON_ATTR = "fail_reason"
+RETRY_OF_ATTR = "retry_of"  # on a re-enqueued trial: the number of the trial it repeats
+INTERRUPTED = "interrupted (Ctrl-C)"
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,9 @@ def make_objective(context: TrialContext):
         try:
             result = train(model, context.data, candidate.train, epochs=context.epochs, seed=seed, on_epoch=on_epoch)
         except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr(FAIL_REASON_ATTR, INTERRUPTED)
             raise
         except Exception as err:  # the trial fails alone; the reason is kept for the report
             trial.set_user_attr(FAIL_REASON_ATTR, f"{type(err).__name__}: {err}"[:500])

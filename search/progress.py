@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 import warnings
@@ -19,6 +20,33 @@ def quiet_optuna() -> None:
     # the parallel driver creates trials with study.ask and workers keep their heartbeats
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+class HideInterruptedTrial(logging.Filter):
+    """While in effect, hides Optuna's warnings (with a traceback) about a trial cut short by Ctrl-C.
+
+    The command says "interrupted" itself; once a KeyboardInterrupt is seen, everything Optuna still
+    logs is about that interruption.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[0] is not None and issubclass(record.exc_info[0], KeyboardInterrupt):
+            self.interrupted = True
+        return not self.interrupted
+
+    def __enter__(self) -> HideInterruptedTrial:
+        optuna.logging.get_verbosity()  # makes Optuna set up its handler, if it has not yet
+        for handler in logging.getLogger("optuna").handlers:
+            handler.addFilter(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for handler in logging.getLogger("optuna").handlers:
+            handler.removeFilter(self)
 
 
 def format_duration(seconds: float) -> str:

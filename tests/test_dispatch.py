@@ -1,5 +1,6 @@
 """Parallel trials through Ray on one shared study: exact counts, resources, and faults."""
 
+import io
 import os
 import signal
 import threading
@@ -146,3 +147,23 @@ def test_a_killed_worker_fails_its_trial_which_is_retried(local_ray, tmp_path):
     retry = [t for t in trials if t.user_attrs.get(RETRY_OF_ATTR) == victim.number]
     assert len(retry) == 1 and retry[0].params == killed.params and retry[0].state == TrialState.COMPLETE
     assert len(finished(trials)) == 4 and not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+def test_ctrl_c_in_process_fails_the_trial_quietly_and_the_next_run_trains_its_params(tmp_path, capfd):
+    run = spec(f"sqlite:///{tmp_path}/s.db", tmp_path, space=SLOW_SPACE, trials=2, epochs=6, workers=1, gpus_per_trial=None)
+    open_storage(run.storage)
+    # SIGINT as Ctrl-C sends it, to this (the main) thread, once a trial is mid-training
+    watcher = threading.Thread(target=lambda: (wait_for(lambda: running_trial(run), timeout=400), os.kill(os.getpid(), signal.SIGINT)))
+    watcher.start()
+    with pytest.raises(KeyboardInterrupt):
+        run_study(run, out=io.StringIO())
+    watcher.join()
+    assert "Traceback" not in capfd.readouterr().err  # Optuna's warning about the cut trial is hidden
+    interrupted = [t for t in trials_of(run) if t.state == TrialState.FAIL]
+    assert len(interrupted) == 1 and interrupted[0].user_attrs["fail_reason"] == "interrupted (Ctrl-C)"
+
+    run_study(run, out=io.StringIO())
+    trials = trials_of(run)
+    retry = next(t for t in trials if t.user_attrs.get(RETRY_OF_ATTR) == interrupted[0].number)
+    assert retry.state == TrialState.COMPLETE and retry.params == interrupted[0].params
+    assert len(finished(trials)) == 2 and not [t for t in trials if t.state == TrialState.RUNNING]
