@@ -28,7 +28,7 @@ TARGET = 0.995
 CLI = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "digit-search"
 PLAIN_EPOCHS = 8
 REFERENCE = "bn-cnn"
-OURS_EPOCHS = 6  # the epochs recommended with the bn-cnn reference TrainConfig
+OURS_EPOCHS = 5  # the shortest schedule after which bn-cnn passed 99.5% on some seeds (BENCHMARKS.md)
 # "epoch 3/6: train loss 0.5 val loss 0.5 val accuracy 99.52% (61.0s, 1950 images/s)"; 4,200 validation
 # digits make every accuracy a multiple of 0.024%, so two decimals tell 99.50% from the next value down
 EPOCH_LINE = re.compile(r"epoch (?P<epoch>\d+)/\d+: .* val accuracy (?P<accuracy>[\d.]+)%")
@@ -111,17 +111,23 @@ def main() -> None:
     outcomes = [] if args.skip_plain else [run_plain(split, args.plain_epochs)]
     outcomes += [run_ours(args.data, args.epochs, seed) for seed in args.seeds]
 
-    print(f"\n{'run':<14} {'epochs':>6} {'final acc':>9} {'to 99.5%':>9} {'epoch':>5} {'vs plain':>8}")
+    # Two baselines: the plain loop's first epoch at 99.5%, and its whole run (the issue's "8 epochs,
+    # about 6 minutes"); the target is a third of the plain time.
+    print(f"\n{'run':<14} {'epochs':>6} {'final acc':>9} {'to 99.5%':>9} {'epoch':>5} {'vs plain first 99.5%':>21} {'vs plain run':>12}")
     plain = outcomes[0] if not args.skip_plain else None
     for outcome in outcomes:
         to_target = outcome.seconds_to_target
-        ratio = ""
+        first, whole = "", ""
         if plain is not None and outcome is not plain and to_target is not None:
             # if the plain loop never gets there, its whole run is a lower bound on its time
             plain_seconds = plain.seconds_to_target or plain.curve[-1][0]
-            ratio = f"{to_target / plain_seconds:.2f}" + ("" if plain.seconds_to_target else " (<)")
+            first = f"{to_target / plain_seconds:.2f}" + ("" if plain.seconds_to_target else " (<)")
+            whole = f"{to_target / plain.curve[-1][0]:.2f}"
         print(f"{outcome.label:<14} {len(outcome.curve):>6} {outcome.final_accuracy:>9.4f} "
-              f"{_seconds(to_target):>9} {outcome.epochs_to_target or '-':>5} {ratio:>8}")
+              f"{_seconds(to_target):>9} {outcome.epochs_to_target or '-':>5} {first:>21} {whole:>12}")
+    if plain is not None:
+        print(f"plain loop: {len(plain.curve)} epochs in {plain.curve[-1][0]:.0f}s; a third of its first 99.5% is "
+              f"{(plain.seconds_to_target or plain.curve[-1][0]) / 3:.0f}s, of its run {plain.curve[-1][0] / 3:.0f}s")
     print(f"load average after: {_load_average()}")
 
 
