@@ -6,16 +6,19 @@ trial, and the worker-side overhead per trial (trial duration in the study minus
 time: suggesting, reporting, the artifacts and the final write). One worker runs in-process, as
 `digit-search run` does; more go through one Ray runtime that is kept across the runs.
 
-Part 2, scaling: the same fixed list of real CNN trials (cnn space, embedded data, no pruning) with
-1 worker (in-process, all cores) and with 2 workers (Ray, one core each): trials per hour.
+Part 2, scaling: the same fixed list of real CNN trials (cnn space, embedded data, no pruning) run
+in-process on all cores (what `--workers 1` does), by 1 Ray worker on one core, and by 2 Ray
+workers on one core each: trials per hour, and the speed-ups of 2 workers over each 1-worker run.
 
     .venv/bin/python bench/dispatch.py [--workers 1 2 4 8 16] [--backends sqlite postgresql mysql]
+    .venv/bin/python bench/dispatch.py --skip-overhead [--real-trials 12 --epochs 4]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 import uuid
@@ -99,24 +102,34 @@ def fixed_cnn_params(count: int, seed: int) -> list[dict]:
     return params
 
 
+# (label, workers, CPUs per trial): None runs in-process with every core, as `--workers 1` does
+SCALING_RUNS = (("in-process, all cores", 1, None), ("Ray, 1 worker x 1 core", 1, 1), ("Ray, 2 workers x 1 core", 2, 1))
+
+
 def scaling_table(trials: int, epochs: int, workdir: Path) -> None:
     print(f"\n== scaling: {trials} fixed cnn trials, {epochs} epochs each, embedded data (3,600 train digits), no pruning")
     params = fixed_cnn_params(trials, seed=1)
     rates = {}
-    for count in (1, 2):
-        storage = f"sqlite:///{workdir}/scaling-{count}.db"
-        study_name = f"scaling-{count}"
+    for index, (label, count, cpus) in enumerate(SCALING_RUNS):
+        storage = f"sqlite:///{workdir}/scaling-{index}.db"
+        study_name = f"scaling-{index}"
         study = optuna.create_study(study_name=study_name, storage=open_storage(storage), direction="maximize")
         for p in params:
             study.enqueue_trial(p)
+        ray_run = cpus is not None
         spec = RunSpec(space="cnn", trials=trials, epochs=epochs, storage=storage, study=study_name, reference=False,
-                       pruner="none", workers=count, gpus_per_trial=0 if count > 1 else None,
-                       cpus_per_trial=1 if count > 1 else None, artifacts=str(workdir / "artifacts"))
+                       pruner="none", workers=count, gpus_per_trial=0 if ray_run else None, cpus_per_trial=cpus,
+                       address=ray.get_runtime_context().gcs_address if ray_run else None,  # Ray even for 1 worker
+                       artifacts=str(workdir / "artifacts"))
         wall, done = timed_run(spec)
-        rates[count] = trials / wall * 3600
+        rates[label] = trials / wall * 3600
         accuracy = max(t.value for t in done if t.value is not None)
-        print(f"{count} worker(s): {wall:7.1f} s  {rates[count]:7.1f} trials/hour  best val {accuracy:.2%}", flush=True)
-    print(f"speed-up with 2 workers: {rates[2] / rates[1]:.2f}x (aim: 1.7x)")
+        mean_trial = statistics.mean((t.datetime_complete - t.datetime_start).total_seconds() for t in done)
+        print(f"{label:<26} {wall:7.1f} s  {rates[label]:7.1f} trials/hour  mean trial {mean_trial:5.1f} s  "
+              f"best val {accuracy:.2%}", flush=True)
+    two, one_core, in_process = (rates[label] for label in ("Ray, 2 workers x 1 core", "Ray, 1 worker x 1 core", "in-process, all cores"))
+    print(f"2 workers vs 1 worker of one core each: {two / one_core:.2f}x (aim: 1.7x)")
+    print(f"2 workers vs the in-process run on all cores: {two / in_process:.2f}x")
 
 
 def main() -> None:
@@ -124,8 +137,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql", "mysql"], choices=sorted(SERVERS))
     parser.add_argument("--trials", type=int, default=48, help="near-trivial trials per overhead run")
-    parser.add_argument("--real-trials", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--real-trials", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--skip-scaling", action="store_true")
     args = parser.parse_args()
