@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.artifacts import is_s3_url
 from search.errors import UserError
-from search.objective import FAIL_REASON_ATTR, INTERRUPTED, RETRY_OF_ATTR
+from search.objective import FAIL_REASON_ATTR, INTERRUPTED, enqueue_retry
 from search.progress import FINISHED
 from search.storage import absolute_storage_url, parse_storage_url, retry_on_database_errors
 from search.worker import WorkerJob, run_trial
@@ -140,8 +140,7 @@ class ParallelRun:
                 return  # it reached the study before its worker went away
             self.storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, reason)
             self.study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
-            if frozen.params:
-                self.study.enqueue_trial(frozen.params, user_attrs={RETRY_OF_ATTR: frozen.number})
+            enqueue_retry(self.study, frozen)
 
         retry_on_database_errors(settle)
 

@@ -31,6 +31,12 @@ class TrialContext:
     artifact_store: ArtifactStore
 
 
+def enqueue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Queue a trial that was cut short (worker lost, Ctrl-C) to run again with the same params."""
+    if trial.params:
+        study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number})
+
+
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from search.artifacts import artifact_location, open_artifact_store
 from search.device import set_threads
 from search.errors import UserError
-from search.objective import FAIL_REASON_ATTR, INTERRUPTED, RETRY_OF_ATTR, TrialContext, make_objective
+from search.objective import FAIL_REASON_ATTR, INTERRUPTED, TrialContext, enqueue_retry, make_objective
 from search.prepared import PreparedData, prepare_data
 from search.progress import FINISHED, HideInterruptedTrial, Progress, count_states
 from search.storage import DEFAULT_STORAGE, open_storage, parse_storage_url, redacted
@@ -235,8 +235,8 @@ def run_in_process(spec: RunSpec, study: optuna.Study, space: Space, prepared: P
 def retry_interrupted(study: optuna.Study) -> None:
     """Enqueue the params of the trial Ctrl-C cut short, so the next run trains it again, as Ray runs do."""
     last = study.get_trials(deepcopy=False)[-1:]
-    if last and last[0].user_attrs.get(FAIL_REASON_ATTR) == INTERRUPTED and last[0].params:
-        study.enqueue_trial(last[0].params, user_attrs={RETRY_OF_ATTR: last[0].number})
+    if last and last[0].user_attrs.get(FAIL_REASON_ATTR) == INTERRUPTED:
+        enqueue_retry(study, last[0])
 
 
 def summarize(study: optuna.Study, spec: RunSpec, artifact_dir: str, stopped_early: str | None) -> RunSummary:

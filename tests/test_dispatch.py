@@ -13,7 +13,7 @@ import pytest
 import ray
 from optuna.trial import TrialState
 
-from search.dispatch import RETRY_OF_ATTR
+from search.objective import RETRY_OF_ATTR
 from search.storage import open_storage
 from search.study import RunSpec, run_study
 

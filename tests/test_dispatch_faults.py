@@ -12,8 +12,8 @@ import ray
 from optuna.trial import TrialState
 from ray.cluster_utils import Cluster
 
-from search.dispatch import RETRY_OF_ATTR
 from search.errors import UserError
+from search.objective import RETRY_OF_ATTR
 from search.storage import open_storage
 from search.study import run_study
 from tests.test_dispatch import SLOW_SPACE, finished, running_trial, server_url, spec, trials_of, wait_for
