@@ -26,7 +26,7 @@ from search.ensemble import apply_temperature, blend
 from search.errors import UserError
 from search.report_data import EnsembleData, compute_seconds, ensemble_data, study_data, trial_points, trials_table
 from search.report_page import Report, render_page
-from search.saved_ensemble import DEFAULT_ENSEMBLES, MANIFEST, load_ensemble
+from search.saved_ensemble import DEFAULT_ENSEMBLES, MANIFEST, load_ensemble, member_temperature
 from search.storage import DEFAULT_STORAGE, check_database_exists, open_storage, parse_storage_url, redacted
 
 
@@ -239,10 +239,8 @@ def stored_ensemble_probabilities(spec: ReportSpec, manifest: dict[str, Any], st
         probs = stored_probabilities(store, trials[(member["study"], member["trial"])].user_attrs.get(ARTIFACT_ATTR), "val_probs")
         if probs is None:
             return None
-        try:
-            arrays.append(apply_temperature(probs, float(member.get("temperature", 1.0))))
-        except (TypeError, ValueError):  # a hand-edited manifest: leave the figure out rather than guess
-            return None
+        label = f"saved ensemble member {member['study']}#{member['trial']}"
+        arrays.append(apply_temperature(probs, member_temperature(member, label)))
         weights.append(float(member["weight"]))
     if len({a.shape for a in arrays}) != 1:
         return None

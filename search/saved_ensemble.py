@@ -174,11 +174,11 @@ def load_ensemble(directory: str | Path, device: torch.device) -> LoadedEnsemble
             raise UserError(f"{label}: cannot read its weights ({err})") from None
         models.append(rebuild_model(space, record["params"], state, device, label))
         weights.append(float(record["weight"]))
-        temperatures.append(_member_temperature(record, label))
+        temperatures.append(member_temperature(record, label))
     return LoadedEnsemble(directory, manifest, models, weights, temperatures)
 
 
-def _member_temperature(record: dict[str, Any], label: str) -> float:
+def member_temperature(record: dict[str, Any], label: str) -> float:
     """The member's temperature; 1 for ensembles saved before members were calibrated."""
     value = record.get("temperature", 1.0)
     try:
