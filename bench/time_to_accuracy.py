@@ -78,7 +78,7 @@ def run_ours(data_dir: str, epochs: int = OURS_EPOCHS, seed: int = 0) -> Outcome
     command = [str(CLI), "train", "--space", "cnn", "--reference", REFERENCE, "--data", data_dir,
                "--epochs", str(epochs), "--seed", str(seed)]
     started = time.perf_counter()
-    curve = []
+    curve, summary = [], ""
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, bufsize=1) as process:
         for line in process.stdout:
             seen = time.perf_counter() - started

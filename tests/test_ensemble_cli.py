@@ -84,6 +84,12 @@ def stored_members_probs(url: str, root: Path, members: list[dict], key: str = "
     return np.stack([stored_test_probs(url, root, m["study"], m["trial"], key) for m in members])
 
 
+def ensemble_of_both_studies(url: str, tmp_path: Path, *options) -> int:
+    """`digit-search ensemble` over the cnn and mlp studies, writing s.csv and e/ under tmp_path."""
+    return cli("ensemble", "--studies", "cnn,mlp", *options, "--storage", url, "--space-file", MY_SPACE,
+               "--out", tmp_path / "s.csv", "--save", tmp_path / "e")
+
+
 def submitted_labels(path: Path) -> np.ndarray:
     lines = path.read_text().splitlines()
     assert lines[0] == "ImageId,Label"
@@ -132,8 +138,7 @@ def test_ensemble_writes_the_submission_its_lineage_and_the_saved_ensemble(studi
 @pytest.mark.slow
 def test_the_table_shows_each_study_the_average_and_the_greedy_ensemble(studies, tmp_path, capsys):
     _, url = studies
-    assert cli("ensemble", "--studies", "cnn,mlp", "--top", 2, "--storage", url, "--space-file", MY_SPACE,
-               "--out", tmp_path / "s.csv", "--save", tmp_path / "e") == 0
+    assert ensemble_of_both_studies(url, tmp_path, "--top", 2) == 0
     out = capsys.readouterr().out
     assert "4 candidates from 2 studies" in out
     for row in ("best of cnn (trial", "best of mlp (trial", "uniform average of 4", "greedy ensemble of"):
@@ -145,8 +150,7 @@ def test_the_table_shows_each_study_the_average_and_the_greedy_ensemble(studies,
 @pytest.mark.slow
 def test_each_member_gets_the_temperature_fitted_on_its_validation_probabilities(studies, tmp_path, capsys):
     root, url = studies
-    assert cli("ensemble", "--studies", "cnn,mlp", "--method", "average", "--storage", url, "--space-file", MY_SPACE,
-               "--out", tmp_path / "s.csv", "--save", tmp_path / "e") == 0
+    assert ensemble_of_both_studies(url, tmp_path, "--method", "average") == 0
     out = capsys.readouterr().out
     lineage = json.loads((tmp_path / "s.json").read_text())
     members = lineage["members"]
@@ -174,8 +178,7 @@ def test_each_member_gets_the_temperature_fitted_on_its_validation_probabilities
 @pytest.mark.slow
 def test_calibration_none_weights_the_stored_probabilities_as_they_are(studies, tmp_path, capsys):
     root, url = studies
-    assert cli("ensemble", "--studies", "cnn,mlp", "--calibration", "none", "--storage", url, "--space-file", MY_SPACE,
-               "--out", tmp_path / "s.csv", "--save", tmp_path / "e") == 0
+    assert ensemble_of_both_studies(url, tmp_path, "--calibration", "none") == 0
     out = capsys.readouterr().out
     candidates = [m for name in ("cnn", "mlp") for m in top_members(optuna.load_study(study_name=name, storage=url), 10)]
     _, labels = validation_digits(None)
