@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search.artifacts import ARTIFACT_ATTR, load_weights, stored_probabilities
 from search.data import EMBEDDED_SOURCE, load_digits
 from search.errors import UserError
-from search.prepared import PreparedData, prepare_data
+from search.prepared import PreparedData, prepare_digits
 from search.storage import redacted
 from spaces import Space, SpaceError, load_space
 from spaces.registry import ALL, FAMILIES
@@ -240,8 +240,8 @@ def load_matching_data(
             f"the studies were built on other data ({source}, {recorded_rows} training rows, hash {str(identity['data_hash'])[:12]}) "
             f"than --data {data_dir or '(embedded sample)'} --limit {limit or '(all rows)'} gives (hash {digits.limited(limit).data_hash[:12]}); {hint}"
         )
-    prepared = prepare_data(
-        data_dir,
+    prepared = prepare_digits(
+        digits,
         limit=matching[0],
         val_fraction=float(identity["val_fraction"]),
         split_seed=int(identity["split_seed"]),

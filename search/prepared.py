@@ -58,11 +58,23 @@ def prepare_data(
     device: str | torch.device,
 ) -> PreparedData:
     """Load (cached), limit, split, and move everything to `device` once per process."""
+    return prepare_digits(load_digits(data_dir), limit=limit, val_fraction=val_fraction, split_seed=split_seed, device=device)
+
+
+def prepare_digits(
+    digits: DigitData,
+    *,
+    limit: int | None,
+    val_fraction: float,
+    split_seed: int,
+    device: str | torch.device,
+) -> PreparedData:
+    """prepare_data for digits already loaded."""
     if not isinstance(device, torch.device):
         try:
             device = select_device(device)
         except ValueError as err:
             raise UserError(f"--device: {err}") from None
-    digits = load_digits(data_dir).limited(limit)
+    digits = digits.limited(limit)
     split = stratified_split(digits.train_labels, val_fraction, split_seed)
     return PreparedData(digits, split, TrainingData.from_numpy(**split_arrays(digits, split), device=device))
