@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from search.allocator import keep_freed_memory
 from search.augment import random_affine
 from search.device import autocast_dtype
 from spaces.training import TrainConfig
@@ -174,6 +175,7 @@ def train(
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     device = data.device
+    keep_freed_memory()
     plan = ComputePlan.for_model(model, device)
     plan.prepare(model)
     if device.type == "cpu":
