@@ -6,14 +6,16 @@
 
 Both sides count training steps only (plain: per-image PIL augmentation + DataLoader + fp32 step at
 batch 64; ours: batched on-device augmentation + step at the reference batch size, bf16 autocast where
-the device has it), after a warm-up. Rounds alternate plain and ours so background load hits both;
-the median of each is printed.
+the device has it), after a warm-up. Each measurement runs in a fresh process, so our trainer's
+process-wide malloc setting never reaches the plain loop. Rounds alternate plain and ours so
+background load hits both; the median of each is printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing
 import os
 import statistics
 from collections.abc import Callable
@@ -55,21 +57,28 @@ def plain_side(name: str, split: Split, images: int) -> float:
     return plain_images_per_second(model, split.train_images[:images], split.train_labels[:images])
 
 
-def measure(name: str, split: Split, images: int, rounds: int, ablations: bool) -> dict[str, float]:
-    """Median images/s of each variant over `rounds` interleaved rounds."""
-    variants: dict[str, Callable[[], float]] = {
-        "plain": lambda: plain_side(name, split, images),
-        "ours": lambda: ours_images_per_second(name, split, images),
+def measure(name: str, split: Split, images: int, rounds: int, ablations: bool, threads: int | None) -> dict[str, float]:
+    """Median images/s of each variant over `rounds` interleaved rounds, each measurement in a fresh process."""
+    variants: dict[str, tuple[Callable[..., float], dict]] = {
+        "plain": (plain_side, {}),
+        "ours": (ours_images_per_second, {}),
     }
     if ablations:
-        variants["ours fp32"] = lambda: ours_images_per_second(name, split, images, fp32=True)
-        variants["ours bs64"] = lambda: ours_images_per_second(name, split, images, batch_size=64)
+        variants["ours fp32"] = (ours_images_per_second, {"fp32": True})
+        variants["ours bs64"] = (ours_images_per_second, {"batch_size": 64})
     samples: dict[str, list[float]] = {key: [] for key in variants}
     for round_index in range(rounds):
-        for key, run in variants.items():
-            samples[key].append(run())
+        for key, (side, options) in variants.items():
+            samples[key].append(_in_fresh_process(threads, side, name, split, images, **options))
             print(f"  {name} round {round_index + 1}/{rounds} {key}: {samples[key][-1]:.0f} images/s", flush=True)
     return {key: statistics.median(values) for key, values in samples.items()}
+
+
+def _in_fresh_process(threads: int | None, side: Callable[..., float], *args, **kwargs) -> float:
+    """side(*args, **kwargs) in a new interpreter, so what one side sets process-wide (our trainer tunes
+    glibc's malloc) never reaches the other: the plain loop runs as a notebook would."""
+    with multiprocessing.get_context("spawn").Pool(1, initializer=set_threads, initargs=(threads,)) as pool:
+        return pool.apply(side, args, kwargs)
 
 
 def main() -> None:
@@ -87,7 +96,7 @@ def main() -> None:
     device = torch.device("cpu")
     print(f"device cpu, {torch.get_num_threads()} threads, ours autocast {autocast_dtype(device)}; "
           f"{args.images} images x {args.rounds} rounds; load average before {_load_average()}")
-    results = {name: measure(name, split, args.images, args.rounds, args.ablations) for name in args.models}
+    results = {name: measure(name, split, args.images, args.rounds, args.ablations, args.threads) for name in args.models}
 
     extra = [key for key in next(iter(results.values())) if key not in ("plain", "ours")]
     header = f"{'model':<10} {'plain img/s':>12} {'ours img/s':>11} {'ratio':>6}" + "".join(f" {key + ' img/s':>16}" for key in extra)
