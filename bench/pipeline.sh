@@ -12,6 +12,7 @@
 #   LIMIT []  keep only the first LIMIT training rows (smoke runs)
 #   THREADS [2]  CPU threads per search
 #   RESERVE_SECONDS [180]  kept back for the ensemble step
+#   TRIAL_SHARE [30]  % of a space's slot one trial may train before it is pruned (--trial-timeout)
 #   STORAGE [sqlite:///studies/pipeline.db]   OUT [bench/out/submission.csv]   TTA [] (1: --tta)
 set -euo pipefail
 
@@ -29,6 +30,7 @@ TTA=${TTA:-}
 PYTHON=.venv/bin/python
 RESERVE_SECONDS=${RESERVE_SECONDS:-180}  # kept back for the ensemble step
 START_SHARE=70        # % of a space's slot in which new trials may start; the rest lets the last one finish
+TRIAL_SHARE=${TRIAL_SHARE:-30}  # an oversized sampled model (a full-resolution resnet) once took a whole slot
 
 limit_args=()
 [ -n "$LIMIT" ] && limit_args=(--limit "$LIMIT")
@@ -45,12 +47,13 @@ for i in "${!spaces[@]}"; do
         echo "== $space: skipped, the budget is spent"
         continue
     fi
-    echo "== $space: ${slot}s (new trials for the first $((slot * START_SHARE / 100))s)"
+    echo "== $space: ${slot}s (new trials for the first $((slot * START_SHARE / 100))s, each pruned after $((slot * TRIAL_SHARE / 100))s)"
     # --timeout stops starting trials; `timeout` interrupts a trial still running when the slot ends
     # (Ctrl-C semantics: finished trials stay in the study, the run resumes next time).
     timeout --signal=INT --kill-after=30 "$slot" \
         "$PYTHON" -m search.cli run --space "$space" --trials 1000 --epochs "$EPOCHS" --data "$data_dir" \
         "${limit_args[@]}" --storage "$STORAGE" --threads "$THREADS" --timeout "$((slot * START_SHARE / 100))" \
+        --trial-timeout "$((slot * TRIAL_SHARE / 100))" \
         || echo "== $space: run ended with exit $? (124 or 130: its slot ran out)"
 done
 

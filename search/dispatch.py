@@ -172,6 +172,7 @@ def run_parallel(spec, study: optuna.Study, storage, prepared, artifact_dir: str
             artifacts=artifact_dir if is_s3_url(artifact_dir) else str(Path(artifact_dir).resolve()),
             pruner=spec.pruner,
             threads=spec.threads or max(1, int(resources.cpus_per_trial)),
+            trial_timeout=spec.trial_timeout,
         )
         out.write(
             f"Ray: {resources.workers} workers on {cluster_node_count()} node(s), each trial with "

@@ -16,6 +16,7 @@ from spaces import Space
 
 FAIL_REASON_ATTR = "fail_reason"
 RETRY_OF_ATTR = "retry_of"  # on a re-enqueued trial: the number of the trial it repeats
+PRUNED_REASON_ATTR = "pruned_reason"  # set only when a trial was stopped for its time, not its accuracy
 INTERRUPTED = "interrupted (Ctrl-C)"
 
 
@@ -29,6 +30,7 @@ class TrialContext:
     epochs: int
     base_seed: int
     artifact_store: ArtifactStore
+    trial_timeout: float | None = None  # seconds of training after which a trial is pruned at its epoch's end
 
 
 def enqueue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -68,6 +70,10 @@ def make_objective(context: TrialContext):
             trial.report(report.val_accuracy, report.epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"val accuracy {report.val_accuracy:.4f} at epoch {report.epoch}")
+            if context.trial_timeout is not None and report.seconds > context.trial_timeout and report.epoch < context.epochs:
+                reason = f"over --trial-timeout {context.trial_timeout:g}s: {report.seconds:.0f}s after epoch {report.epoch}"
+                trial.set_user_attr(PRUNED_REASON_ATTR, reason)
+                raise optuna.TrialPruned(reason)
 
         try:
             result = train(model, context.data, candidate.train, epochs=context.epochs, seed=seed, on_epoch=on_epoch)

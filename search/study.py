@@ -37,6 +37,7 @@ class RunSpec:
     study: str | None = None
     seed: int = 0
     timeout: float | None = None
+    trial_timeout: float | None = None
     limit: int | None = None
     pruner: str = "hyperband"
     reference: bool = True
@@ -56,8 +57,10 @@ class RunSpec:
                 raise UserError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.limit is not None and self.limit < 20:
             raise UserError(f"--limit must be at least 20 rows, got {self.limit}")
-        if self.timeout is not None and self.timeout <= 0:
-            raise UserError(f"--timeout must be positive seconds, got {self.timeout}")
+        for name in ("timeout", "trial_timeout"):
+            seconds = getattr(self, name)
+            if seconds is not None and not seconds > 0:  # NaN too
+                raise UserError(f"--{name.replace('_', '-')} must be positive seconds, got {seconds}")
         if self.pruner not in PRUNERS:
             raise UserError(f"--pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
         if not 0 < self.val_fraction <= 0.5:
@@ -213,6 +216,7 @@ def run_in_process(spec: RunSpec, study: optuna.Study, space: Space, prepared: P
         epochs=spec.epochs,
         base_seed=spec.seed,
         artifact_store=open_artifact_store(artifact_dir),
+        trial_timeout=spec.trial_timeout,
     )
 
     def stop_if_asked(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

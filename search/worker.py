@@ -39,6 +39,7 @@ class WorkerJob:
     artifacts: str
     pruner: str
     threads: int | None
+    trial_timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ def run_trial(job: WorkerJob, trial_id: int, trial_number: int, arrays: dict[str
         epochs=job.epochs,
         base_seed=job.base_seed,
         artifact_store=open_artifact_store(job.artifacts),
+        trial_timeout=job.trial_timeout,
     )
     trial = optuna.trial.Trial(study, trial_id)
     trial.set_user_attr("ray_node", ray.get_runtime_context().get_node_id())

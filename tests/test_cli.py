@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 
 from search.artifacts import ARTIFACT_ATTR, load_probabilities, load_weights, open_artifact_store
 from search.cli import main
+from search.objective import PRUNED_REASON_ATTR
 from search.prepared import prepare_data
 from search.trainer import predict_proba
 from spaces import load_space
@@ -116,6 +117,19 @@ def test_a_diverging_trial_fails_alone_and_the_study_goes_on(sqlite_url):
     assert "Diverged" in trials[0].user_attrs["fail_reason"]
 
 
+def test_a_trial_over_its_time_limit_is_pruned_saying_so(sqlite_url):
+    args = ["--storage", sqlite_url, "--trials", 2, "--pruner", "none", "--no-reference", *SMOKE]
+    assert run_cli("run", "--space", "cnn", "--study", "capped", "--trial-timeout", 0.001, *args) == 0
+    capped = optuna.load_study(study_name="capped", storage=sqlite_url).get_trials()
+    assert [t.state for t in capped] == [TrialState.PRUNED] * 2
+    assert all(list(t.intermediate_values) == [1] for t in capped)  # stopped after its first epoch
+    assert all("over --trial-timeout 0.001s" in t.user_attrs[PRUNED_REASON_ATTR] for t in capped)
+    assert run_cli("run", "--space", "cnn", "--study", "uncapped", "--trial-timeout", 3600, *args) == 0
+    uncapped = optuna.load_study(study_name="uncapped", storage=sqlite_url).get_trials()
+    assert [t.state for t in uncapped] == [TrialState.COMPLETE] * 2
+    assert not [t for t in uncapped if PRUNED_REASON_ATTR in t.user_attrs]
+
+
 def test_train_reference_prints_one_json_line(capsys):
     assert run_cli("train", "--space", "cnn", "--reference", "bn-cnn", "--json", "--limit", "300", "--epochs", 1) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -143,6 +157,7 @@ def test_train_a_stored_trial_reproduces_its_accuracy(sqlite_url, capsys):
         (["run", "--space", "cnn", "--storage", "sqlite://"], "in-memory"),
         (["run", "--space", "cnn", "--data", "/nonexistent/dir"], "/nonexistent/dir"),
         (["run", "--space", "cnn", "--trials", "0"], "--trials"),
+        (["run", "--space", "cnn", "--trial-timeout", "0"], "--trial-timeout must be positive"),
         (["train", "--space", "cnn", "--reference", "nope"], "--reference 'nope'"),
         (["train", "--space", "cnn", "--trial", "nocolon"], "STUDY:NUMBER"),
     ],

@@ -13,7 +13,7 @@ import pytest
 import ray
 from optuna.trial import TrialState
 
-from search.objective import RETRY_OF_ATTR
+from search.objective import PRUNED_REASON_ATTR, RETRY_OF_ATTR
 from search.storage import open_storage
 from search.study import RunSpec, run_study
 
@@ -110,6 +110,14 @@ def test_a_trial_that_raises_fails_alone(local_ray, tmp_path):
     assert trials[0].params == {**trials[0].params, "nan.explode": True} and trials[0] in failed
     assert all(t.params["nan.explode"] and "Diverged" in t.user_attrs["fail_reason"] for t in failed)
     assert RETRY_OF_ATTR not in str([t.user_attrs for t in trials])  # raising is not a lost worker: no retry
+
+
+def test_ray_workers_prune_a_trial_over_its_time_limit(local_ray, tmp_path):
+    run = spec(f"sqlite:///{tmp_path}/s.db", tmp_path, trials=2, pruner="none", trial_timeout=1e-6)
+    run_study(run)
+    trials = trials_of(run)
+    assert [t.state for t in trials] == [TrialState.PRUNED] * 2
+    assert all(list(t.intermediate_values) == [1] and "--trial-timeout" in t.user_attrs[PRUNED_REASON_ATTR] for t in trials)
 
 
 def wait_for(condition, timeout: float = 120.0, interval: float = 0.2):
