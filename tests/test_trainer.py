@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from search import device as device_module
 from search.augment import random_affine
 from search.device import autocast_dtype, select_device, set_threads
 from search.trainer import (
@@ -181,6 +185,26 @@ def test_select_device() -> None:
     with pytest.raises(ValueError):
         set_threads(0)
     assert autocast_dtype(torch.device("cpu")) in (torch.bfloat16, None)
+
+
+@pytest.mark.parametrize(
+    ("native_flags", "speedup", "expected"),
+    [(True, 2.3, torch.bfloat16), (True, 0.55, None), (True, 1.1, None), (False, 2.3, None)],
+)
+def test_cpu_autocasts_to_bf16_only_where_the_flags_and_a_timed_matmul_both_say_it_is_faster(
+    native_flags: bool, speedup: float, expected: torch.dtype | None
+) -> None:
+    with (
+        mock.patch("search.device._cpu_has_native_bf16", return_value=native_flags),
+        mock.patch("search.device._cpu_bf16_speedup", return_value=speedup),
+        mock.patch("torch.backends.mkldnn.is_available", return_value=True),
+    ):
+        assert autocast_dtype(torch.device("cpu")) == expected
+
+
+def test_the_bf16_probe_times_real_matmuls() -> None:
+    speedup = device_module._cpu_bf16_speedup.__wrapped__()
+    assert math.isfinite(speedup) and speedup > 0
 
 
 # --- the training loop ----------------------------------------------------------------------------
