@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 from dataclasses import fields
@@ -11,6 +12,15 @@ from search.errors import UserError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+# command -> (module, its spec dataclass, the function that runs a spec); `run` exits 1 when stopped early
+COMMANDS = {
+    "run": ("search.study", "RunSpec", "run_study"),
+    "train": ("search.standalone", "TrainSpec", "train_one"),
+    "ensemble": ("search.ensemble_command", "EnsembleSpec", "run_ensemble"),
+    "predict": ("search.predict", "PredictSpec", "predict_images"),
+    "report": ("search.report_command", "ReportSpec", "run_report"),
+    "dashboard": ("search.dashboard", "DashboardSpec", "serve_dashboard"),
+}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -153,37 +163,11 @@ def dispatch(args: argparse.Namespace) -> int:
     from search.progress import quiet_optuna
 
     quiet_optuna()
-    if args.command == "run":
-        from search.study import RunSpec, run_study
-
-        summary = run_study(RunSpec(**spec_kwargs(args, RunSpec)))
-        return 1 if summary.stopped_early else 0
-    if args.command == "train":
-        from search.standalone import TrainSpec, train_one
-
-        train_one(TrainSpec(**spec_kwargs(args, TrainSpec)))
-        return 0
-    if args.command == "ensemble":
-        from search.ensemble_command import EnsembleSpec, run_ensemble
-
-        run_ensemble(EnsembleSpec(**spec_kwargs(args, EnsembleSpec)))
-        return 0
-    if args.command == "predict":
-        from search.predict import PredictSpec, predict_images
-
-        predict_images(PredictSpec(**spec_kwargs(args, PredictSpec)))
-        return 0
-    if args.command == "report":
-        from search.report_command import ReportSpec, run_report
-
-        run_report(ReportSpec(**spec_kwargs(args, ReportSpec)))
-        return 0
-    if args.command == "dashboard":
-        from search.dashboard import DashboardSpec, serve_dashboard
-
-        serve_dashboard(DashboardSpec(**spec_kwargs(args, DashboardSpec)))
-        return 0
-    raise AssertionError(args.command)
+    module_name, spec_name, function_name = COMMANDS[args.command]
+    module = importlib.import_module(module_name)
+    spec_type = getattr(module, spec_name)
+    outcome = getattr(module, function_name)(spec_type(**spec_kwargs(args, spec_type)))
+    return 1 if getattr(outcome, "stopped_early", False) else 0
 
 
 if __name__ == "__main__":

@@ -170,3 +170,17 @@ def test_bad_input_is_one_line_and_exit_2(args, expected, tmp_path, monkeypatch)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and expected.lower() in lines[0].lower(), proc.stderr
     assert not (tmp_path / "studies" / "digit-search.db").exists()
+
+
+def test_every_subcommand_maps_to_a_spec_and_the_function_that_runs_it():
+    import dataclasses
+    import importlib
+
+    from search.cli import COMMANDS, build_parser
+
+    subcommands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    assert set(subcommands) == set(COMMANDS)
+    for module_name, spec_name, function_name in COMMANDS.values():
+        module = importlib.import_module(module_name)
+        assert dataclasses.is_dataclass(getattr(module, spec_name))
+        assert callable(getattr(module, function_name))
