@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trials", type=positive_int, metavar="N", help="the study ends holding N complete-or-pruned trials (default 20)")
     run.add_argument("--study", metavar="NAME", help="study name (default: the space's name)")
     run.add_argument("--timeout", type=float, metavar="SECONDS", help="stop starting new trials after this long")
-    run.add_argument("--trial-timeout", type=float, metavar="SECONDS", help="prune a trial at the end of the first epoch that finds it training longer than this")
+    run.add_argument("--trial-timeout", type=float, metavar="SECONDS", help="prune a trial once it has trained this long, mid-epoch if need be")
     run.add_argument("--pruner", choices=("hyperband", "median", "none"), help="pruning on epochs (default hyperband)")
     run.add_argument("--no-reference", dest="reference", action="store_false", default=None, help="don't enqueue the space's reference configs first")
     run.add_argument("--artifacts", metavar="DIR", help="artifact store directory shared by all nodes (default: beside a SQLite file, else studies/artifacts)")

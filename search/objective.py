@@ -11,7 +11,7 @@ import torch
 from optuna.artifacts._protocol import ArtifactStore
 
 from search.artifacts import store_trial_artifacts
-from search.trainer import EpochReport, TrainingData, train
+from search.trainer import EpochReport, OutOfTime, TrainingData, train
 from spaces import Space
 
 FAIL_REASON_ATTR = "fail_reason"
@@ -30,7 +30,7 @@ class TrialContext:
     epochs: int
     base_seed: int
     artifact_store: ArtifactStore
-    trial_timeout: float | None = None  # seconds of training after which a trial is pruned at its epoch's end
+    trial_timeout: float | None = None  # seconds of training after which a trial is pruned, mid-epoch if need be
 
 
 def enqueue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -70,15 +70,18 @@ def make_objective(context: TrialContext):
             trial.report(report.val_accuracy, report.epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"val accuracy {report.val_accuracy:.4f} at epoch {report.epoch}")
-            if context.trial_timeout is not None and report.seconds > context.trial_timeout and report.epoch < context.epochs:
-                reason = f"over --trial-timeout {context.trial_timeout:g}s: {report.seconds:.0f}s after epoch {report.epoch}"
-                trial.set_user_attr(PRUNED_REASON_ATTR, reason)
-                raise optuna.TrialPruned(reason)
 
         try:
-            result = train(model, context.data, candidate.train, epochs=context.epochs, seed=seed, on_epoch=on_epoch)
+            result = train(
+                model, context.data, candidate.train, epochs=context.epochs, seed=seed, on_epoch=on_epoch,
+                time_limit=context.trial_timeout,
+            )
         except optuna.TrialPruned:
             raise
+        except OutOfTime as err:
+            reason = f"over --trial-timeout {context.trial_timeout:g}s: {err}"
+            trial.set_user_attr(PRUNED_REASON_ATTR, reason)
+            raise optuna.TrialPruned(reason) from None
         except KeyboardInterrupt:
             trial.set_user_attr(FAIL_REASON_ATTR, INTERRUPTED)
             raise

@@ -42,6 +42,10 @@ class Diverged(RuntimeError):
     """The loss became NaN or infinite; the message says in which epoch."""
 
 
+class OutOfTime(RuntimeError):
+    """Training ran past its time limit; the message says where it stopped."""
+
+
 @dataclass(frozen=True)
 class TrainingData:
     """Labelled training and validation digits and unlabelled test digits, all on one device."""
@@ -164,13 +168,16 @@ def train(
     epochs: int,
     seed: int = 0,
     on_epoch: Callable[[EpochReport], None] | None = None,
+    time_limit: float | None = None,
 ) -> TrainResult:
     """Train `model` for `epochs` epochs, validating after each and calling on_epoch(report).
 
     Deterministic on CPU for a given seed (shuffling, augmentation and dropout draw from it; the
     caller seeds the model's initialisation). Raises Diverged on a NaN/inf loss; an exception
-    raised by on_epoch (e.g. optuna.TrialPruned) propagates unchanged. The model is trained in
-    place; on CPU its nn.Dropout layers become FastDropout (same p, no parameters).
+    raised by on_epoch (e.g. optuna.TrialPruned) propagates unchanged. Raises OutOfTime at the first
+    training step that starts more than `time_limit` seconds after train() began (validation time
+    counts), so one long epoch can't overrun the limit. The model is trained in place; on CPU its
+    nn.Dropout layers become FastDropout (same p, no parameters).
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -186,12 +193,13 @@ def train(
     scheduler = _make_scheduler(optimizer, config, total_steps=epochs * batches_per_epoch)
 
     history: list[EpochReport] = []
+    deadline = None if time_limit is None else time.perf_counter() + time_limit
     seconds = step_seconds = 0.0
     images_seen = 0
     with _global_rng_seeded(seed, device):
         for epoch in range(1, epochs + 1):
             started = time.perf_counter()
-            train_loss, images = _train_epoch(model, data, config, plan, optimizer, scheduler, generator, epoch)
+            train_loss, images = _train_epoch(model, data, config, plan, optimizer, scheduler, generator, epoch, deadline)
             step_seconds += time.perf_counter() - started
             images_seen += images
             val_logits = _logits(model, data.val_images, plan)  # (V, 10)
@@ -264,6 +272,7 @@ def _train_epoch(
     scheduler,
     generator: torch.Generator,
     epoch: int,
+    deadline: float | None = None,
 ) -> tuple[float, int]:
     """One pass over shuffled training data; returns (mean training loss, images trained on)."""
     model.train()
@@ -273,6 +282,8 @@ def _train_epoch(
     images = 0
     bounds = _batch_bounds(len(order), config.batch_size)
     for step, (start, stop) in enumerate(bounds, start=1):
+        if deadline is not None and time.perf_counter() > deadline:
+            raise OutOfTime(f"stopped before step {step} of {len(bounds)} in epoch {epoch}")
         index = order[start:stop]  # (B,)
         pixels = data.train_images[index].float().div_(255)  # (B, 1, 28, 28) in [0, 1]
         pixels = random_affine(pixels, rotation=config.rotation, shift=config.shift, zoom=config.zoom, generator=generator)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from unittest import mock
 
 import numpy as np
@@ -17,6 +18,7 @@ from search.trainer import (
     Diverged,
     EpochReport,
     FastDropout,
+    OutOfTime,
     TrainingData,
     _batch_bounds,
     _cosine_multiplier,
@@ -208,6 +210,20 @@ def test_the_bf16_probe_times_real_matmuls() -> None:
 
 
 # --- the training loop ----------------------------------------------------------------------------
+
+
+def test_train_stops_at_the_first_step_past_its_time_limit(data: TrainingData) -> None:
+    with pytest.raises(OutOfTime, match="before step 1 of .* in epoch 1"):
+        train(tiny_cnn(), data, FAST, epochs=2, time_limit=0)
+    reports: list[EpochReport] = []
+
+    def slow_callback(report: EpochReport) -> None:  # time spent between epochs counts too
+        reports.append(report)
+        time.sleep(1.2)
+
+    with pytest.raises(OutOfTime, match="before step 1 of .* in epoch 2"):
+        train(tiny_cnn(), data, FAST, epochs=3, on_epoch=slow_callback, time_limit=1.0)
+    assert [r.epoch for r in reports] == [1]
 
 
 def test_train_reports_every_epoch(data: TrainingData) -> None:
