@@ -6,7 +6,7 @@
 
 Both sides count training steps only (plain: per-image PIL augmentation + DataLoader + fp32 step at
 batch 64; ours: batched on-device augmentation + step at the reference batch size, bf16 autocast where
-the device has it), after a warm-up. Each measurement runs in a fresh process, so our trainer's
+the device runs it faster than fp32), after a warm-up. Each measurement runs in a fresh process, so our trainer's
 process-wide malloc setting never reaches the plain loop. Rounds alternate plain and ours so
 background load hits both; the median of each is printed.
 """

@@ -2,8 +2,8 @@
 
 The whole dataset sits on the device as uint8 (see TrainingData). Each step gathers a shuffled batch,
 augments it with one batched affine warp, normalises it and runs the model, under bf16 autocast where
-the device runs bf16 natively (measured faster for BN convnets and ViTs alike on an AVX-512 BF16 CPU).
-Pruning works through `on_epoch`: whatever it raises propagates.
+the device runs bf16 natively and faster than fp32 (search.device.autocast_dtype decides).
+Pruning works through `on_epoch`, whatever it raises propagates; `time_limit` stops a run mid-epoch.
 """
 
 from __future__ import annotations
@@ -272,7 +272,7 @@ def _train_epoch(
     scheduler,
     generator: torch.Generator,
     epoch: int,
-    deadline: float | None = None,
+    deadline: float | None,
 ) -> tuple[float, int]:
     """One pass over shuffled training data; returns (mean training loss, images trained on)."""
     model.train()

@@ -1,5 +1,7 @@
 """End to end through the CLI on the embedded data with a temporary SQLite file."""
 
+import dataclasses
+import importlib
 import json
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import torch
 from optuna.trial import TrialState
 
 from search.artifacts import ARTIFACT_ATTR, load_probabilities, load_weights, open_artifact_store
-from search.cli import main
+from search.cli import COMMANDS, build_parser, main
 from search.objective import PRUNED_REASON_ATTR
 from search.prepared import prepare_data
 from search.trainer import predict_proba
@@ -173,11 +175,6 @@ def test_bad_input_is_one_line_and_exit_2(args, expected, tmp_path, monkeypatch)
 
 
 def test_every_subcommand_maps_to_a_spec_and_the_function_that_runs_it():
-    import dataclasses
-    import importlib
-
-    from search.cli import COMMANDS, build_parser
-
     subcommands = next(a for a in build_parser()._actions if a.dest == "command").choices
     assert set(subcommands) == set(COMMANDS)
     for module_name, spec_name, function_name in COMMANDS.values():
