@@ -157,6 +157,16 @@ def test_fast_dropout_matches_dropout_in_distribution(p: float, channels_last: b
     assert torch.equal(dropout.eval()(x), x)
 
 
+def test_fast_dropout_scales_bf16_kept_values_exactly() -> None:
+    torch.manual_seed(0)
+    x = (torch.rand(32, 8, 7, 7) + 0.5).to(torch.bfloat16)
+    y = FastDropout(0.25).train()(x)
+    kept = y != 0
+    assert y.dtype == torch.bfloat16
+    # 1 / 0.75 rounded to bf16 would be 1.3359; the scale must be applied as 4/3
+    assert torch.equal(y[kept], (x[kept].float() * (4 / 3)).to(torch.bfloat16))
+
+
 def test_train_uses_fast_dropout_on_cpu(data: TrainingData) -> None:
     model = tiny_cnn()
     train(model, data, FAST, epochs=1)
