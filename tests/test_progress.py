@@ -35,3 +35,15 @@ def test_eta_stops_at_the_timeout_plus_the_last_trial():
     assert line.endswith("elapsed 2m00s ETA 9m00s")  # 480 s until no new trial starts, then one of 60 s
     past_timeout = line_after(Progress(1000, 0, io.StringIO(), timeout=100), study, elapsed=120)
     assert past_timeout.endswith("ETA 1m00s")
+
+
+def test_a_pruned_trial_says_at_which_epoch_or_why():
+    study = study_with([0.9])
+    pruned = {"state": TrialState.PRUNED, "user_attrs": {"family": "vit"}}
+    study.add_trial(create_trial(**pruned, intermediate_values={1: 0.5, 2: 0.625}))
+    assert "trial 1 vit pruned at epoch 2 (62.50%) |" in line_after(Progress(10, 0, io.StringIO()), study, elapsed=10)
+    study.add_trial(create_trial(**pruned))
+    assert "trial 2 vit pruned before its first epoch ended |" in line_after(Progress(10, 0, io.StringIO()), study, elapsed=10)
+    reason = "over --trial-timeout 30s: stopped before step 53 of 591 in epoch 1"
+    study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={"family": "vit", "pruned_reason": reason}))
+    assert f"trial 3 vit pruned, {reason} |" in line_after(Progress(10, 0, io.StringIO()), study, elapsed=10)
