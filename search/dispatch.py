@@ -20,9 +20,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.artifacts import is_s3_url
 from search.errors import UserError
-from search.objective import FAIL_REASON_ATTR, INTERRUPTED, enqueue_retry
+from search.objective import enqueue_retry
 from search.progress import FINISHED
 from search.storage import absolute_storage_url, parse_storage_url, retry_on_database_errors
+from search.trial_attrs import FAIL_REASON_ATTR, INTERRUPTED
 from search.worker import WorkerJob, run_trial
 
 WAIT_SECONDS = 1.0

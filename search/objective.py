@@ -12,12 +12,8 @@ from optuna.artifacts._protocol import ArtifactStore
 
 from search.artifacts import store_trial_artifacts
 from search.trainer import EpochReport, OutOfTime, TrainingData, train
+from search.trial_attrs import FAIL_REASON_ATTR, INTERRUPTED, PRUNED_REASON_ATTR, RETRY_OF_ATTR
 from spaces import Space
-
-FAIL_REASON_ATTR = "fail_reason"
-RETRY_OF_ATTR = "retry_of"  # on a re-enqueued trial: the number of the trial it repeats
-PRUNED_REASON_ATTR = "pruned_reason"  # set only when a trial was stopped for its time, not its accuracy
-INTERRUPTED = "interrupted (Ctrl-C)"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import TextIO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.objective import PRUNED_REASON_ATTR
+from search.trial_attrs import FAIL_REASON_ATTR, PRUNED_REASON_ATTR
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -113,4 +113,4 @@ def _describe(trial: FrozenTrial) -> str:
         if step is None:
             return f"{family} pruned before its first epoch ended"
         return f"{family} pruned at epoch {step} ({trial.intermediate_values[step]:.2%})"
-    return f"{family} {trial.state.name}: {trial.user_attrs.get('fail_reason', 'no reason recorded')}"
+    return f"{family} {trial.state.name}: {trial.user_attrs.get(FAIL_REASON_ATTR, 'no reason recorded')}"

@@ -14,10 +14,11 @@ from optuna.trial import TrialState
 from search.artifacts import artifact_location, open_artifact_store
 from search.device import set_threads
 from search.errors import UserError
-from search.objective import FAIL_REASON_ATTR, INTERRUPTED, TrialContext, enqueue_retry, make_objective
+from search.objective import TrialContext, enqueue_retry, make_objective
 from search.prepared import PreparedData, prepare_data
 from search.progress import FINISHED, HideInterruptedTrial, Progress, count_states
 from search.storage import DEFAULT_STORAGE, open_storage, parse_storage_url, redacted
+from search.trial_attrs import FAIL_REASON_ATTR, INTERRUPTED
 from spaces.training import DEFAULT_EPOCHS
 from spaces import Space, load_space
 
@@ -162,7 +163,7 @@ class FailuresInARow:
     def should_stop(self, trial: optuna.trial.FrozenTrial) -> bool:
         self.in_a_row = self.in_a_row + 1 if trial.state == TrialState.FAIL else 0
         if self.in_a_row >= self.limit:
-            self.reason = f"{self.limit} trials failed in a row (last: {trial.user_attrs.get('fail_reason', 'unknown')})"
+            self.reason = f"{self.limit} trials failed in a row (last: {trial.user_attrs.get(FAIL_REASON_ATTR, 'unknown')})"
         return self.reason is not None
 
 

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from search.artifacts import ARTIFACT_ATTR, load_probabilities, load_weights, open_artifact_store
 from search.cli import COMMANDS, build_parser, main
-from search.objective import PRUNED_REASON_ATTR
+from search.trial_attrs import PRUNED_REASON_ATTR
 from search.prepared import prepare_data
 from search.trainer import predict_proba
 from spaces import load_space

@@ -13,7 +13,7 @@ import pytest
 import ray
 from optuna.trial import TrialState
 
-from search.objective import PRUNED_REASON_ATTR, RETRY_OF_ATTR
+from search.trial_attrs import PRUNED_REASON_ATTR, RETRY_OF_ATTR
 from search.storage import open_storage
 from search.study import RunSpec, run_study
 

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from ray.cluster_utils import Cluster
 
 from search.errors import UserError
-from search.objective import RETRY_OF_ATTR
+from search.trial_attrs import RETRY_OF_ATTR
 from search.storage import open_storage
 from search.study import run_study
 from tests.test_dispatch import SLOW_SPACE, finished, running_trial, server_url, spec, trials_of, wait_for
