@@ -28,9 +28,10 @@ from pathlib import Path
 import optuna
 import ray
 
-from search.progress import quiet_optuna
-from search.storage import open_storage
-from search.study import RunSpec, run_study
+from search.study.progress import quiet_optuna
+from search.study.storage import open_storage
+from search.config import RunSpec
+from search.dispatch.run import run_study
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIVIAL_SPACE = str(ROOT / "tests" / "fixtures" / "my_space.py")

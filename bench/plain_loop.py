@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python bench/x.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-from search.data import load_digits, stratified_split  # noqa: E402
+from search.data.digits import load_digits, stratified_split  # noqa: E402
 from spaces import load_space  # noqa: E402
 from spaces.training import TrainConfig  # noqa: E402
 

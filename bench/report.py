@@ -26,9 +26,10 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from search.report_command import ReportSpec, load_studies, run_report
-from search.report_data import study_data, trial_points, trials_table
-from search.report_page import Report, render_page
+from search.config import ReportSpec
+from search.report.build import load_studies, run_report
+from search.report.data import study_data, trial_points, trials_table
+from search.report.page import Report, render_page
 
 EPOCHS = 10
 TRAIN = {

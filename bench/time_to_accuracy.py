@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plain_loop import DEFAULT_DATA_DIR, Split, build_reference, load_split, train_plain
-from search.device import set_threads
+from search.train.device import set_threads
 
 TARGET = 0.995
 CLI = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "digit-search"

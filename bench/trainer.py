@@ -25,8 +25,8 @@ from unittest import mock
 import torch
 
 from plain_loop import DEFAULT_DATA_DIR, Split, build_reference, load_split, plain_images_per_second
-from search.device import autocast_dtype, set_threads
-from search.trainer import TrainingData, train
+from search.train.device import autocast_dtype, set_threads
+from search.train.trainer import TrainingData, train
 
 WARMUP_IMAGES = 512
 VAL_IMAGES = 256  # validation is not timed, but it still runs once per train() call
@@ -46,7 +46,7 @@ def ours_images_per_second(
             split.val_images[:VAL_IMAGES], split.val_labels[:VAL_IMAGES], None, "cpu",
         )
 
-    precision = mock.patch("search.trainer.autocast_dtype", return_value=None) if fp32 else contextlib.nullcontext()
+    precision = mock.patch("search.train.trainer.autocast_dtype", return_value=None) if fp32 else contextlib.nullcontext()
     with precision:
         train(model, data(WARMUP_IMAGES), config, epochs=1)
         return train(model, data(images), config, epochs=1).images_per_second

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from search.config import IMAGE_SIDE, NUM_CLASSES
 from spaces.base import Reference
 from spaces.training import TrainConfig
 
@@ -19,8 +20,6 @@ NAME = "cnn"
 KERNELS = (3, 5, 7)
 CONVS = (1, 2)
 DOWNSAMPLES = ("maxpool", "stride")
-IMAGE_SIZE = 28
-NUM_CLASSES = 10
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ class Config:
     @property
     def feature_size(self) -> int:
         """Side length of the last block's output map."""
-        size = IMAGE_SIZE
+        size = IMAGE_SIDE
         for _ in self.widths:
             # max-pool floors, a stride-2 conv with odd kernel and padding k//2 rounds up
             size = size // 2 if self.downsample == "maxpool" else (size + 1) // 2

@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import nn
 
+from search.errors import UserError
 from spaces import cnn, resnet, stn, training, vit
 from spaces.base import REQUIRED_ATTRIBUTES
 from spaces.training import TrainConfig
@@ -21,7 +22,7 @@ ALL = "all"
 FAMILY_PARAM = "space.family"  # only in multi-family spaces
 
 
-class SpaceError(ValueError):
+class SpaceError(UserError, ValueError):
     """A one-line user error: unknown space name, missing or invalid space file."""
 
 
@@ -82,7 +83,7 @@ class Space:
 
     def candidate_from_params(self, params: dict[str, Any]) -> Candidate:
         """The Candidate that suggest() returns for these params (e.g. a stored trial's)."""
-        from optuna.trial import FixedTrial
+        from optuna.trial import FixedTrial  # only here: spaces import without Optuna
 
         return self.suggest(FixedTrial(params))
 

@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from search.config import NUM_CLASSES
 from spaces.base import Reference
 
 NAME = "resnet"
 STRIDES = (1, 2)
-NUM_CLASSES = 10
 
 
 @dataclass(frozen=True)

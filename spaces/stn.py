@@ -10,12 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from spaces import cnn
+from search.config import IMAGE_SIDE
 from spaces.base import Reference
 
 NAME = "stn"
 BODY_PREFIX = f"{NAME}.cnn_"  # the body's params are the cnn family's, renamed stn.cnn_<field>
 LOC_BLOCKS = 2
-IMAGE_SIZE = 28
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class SpatialTransformer(nn.Module):
         super().__init__()
         c = config
         blocks = [cnn.ConvBlock(i, o, k) for i, o, k in zip((1, *c.loc_widths[:-1]), c.loc_widths, c.loc_kernels)]
-        size = IMAGE_SIZE // 2 ** len(blocks)  # each block max-pools by 2
+        size = IMAGE_SIDE // 2 ** len(blocks)  # each block max-pools by 2
         self.localisation = nn.Sequential(*blocks, nn.Flatten())
         self.regressor = nn.Sequential(
             nn.Linear(c.loc_widths[-1] * size**2, c.loc_hidden), nn.ReLU(inplace=True), nn.Linear(c.loc_hidden, 6)

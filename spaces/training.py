@@ -8,7 +8,6 @@ from typing import Any
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("onecycle", "cosine", "plateau")
 BATCH_SIZES = (64, 128, 256, 512)
-DEFAULT_EPOCHS = 10  # most epochs a trial trains (Hyperband's max resource)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from search.config import IMAGE_SIDE, NUM_CLASSES
 from spaces.base import Reference
 from spaces.training import TrainConfig
 
@@ -18,8 +19,6 @@ WIDTHS = (48, 64, 96, 128, 192)  # all multiples of 8, so every choice of heads 
 HEADS = (1, 2, 4, 8)
 MLP_RATIOS = (2, 3, 4)
 POOLS = ("cls", "mean")
-IMAGE_SIZE = 28
-NUM_CLASSES = 10
 
 
 @dataclass(frozen=True)
@@ -34,8 +33,8 @@ class Config:
     pool: str = "cls"  # classify from a cls token, or from the mean of the patch tokens
 
     def __post_init__(self) -> None:
-        if self.patch_size < 1 or IMAGE_SIZE % self.patch_size:
-            raise ValueError(f"patch_size must divide {IMAGE_SIZE}, got {self.patch_size}")
+        if self.patch_size < 1 or IMAGE_SIDE % self.patch_size:
+            raise ValueError(f"patch_size must divide {IMAGE_SIDE}, got {self.patch_size}")
         if self.heads < 1:
             raise ValueError(f"heads must be >= 1, got {self.heads}")
         if self.width < 1 or self.width % self.heads:
@@ -53,7 +52,7 @@ class Config:
 
     @property
     def num_patches(self) -> int:
-        return (IMAGE_SIZE // self.patch_size) ** 2
+        return (IMAGE_SIDE // self.patch_size) ** 2
 
 
 def suggest(trial) -> Config:

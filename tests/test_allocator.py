@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from search.allocator import keep_freed_memory
+from search.train.allocator import keep_freed_memory
 
 
 def _faults_per_training_step(steps: int = 5, warm_up: int = 20, rounds: int = 5) -> float:

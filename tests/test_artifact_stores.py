@@ -8,10 +8,10 @@ import optuna
 import pytest
 from moto.server import ThreadedMotoServer
 
-from search.artifacts import ARTIFACT_ATTR, load_probabilities, open_artifact_store
-from search.cli import main
+from search.study.artifacts import ARTIFACT_ATTR, load_probabilities, open_artifact_store
+from search.cli.main import main
 from search.errors import UserError
-from search.storage import open_storage
+from search.study.storage import open_storage
 
 
 def free_port() -> int:

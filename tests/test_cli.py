@@ -13,11 +13,12 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from search.artifacts import ARTIFACT_ATTR, load_probabilities, load_weights, open_artifact_store
-from search.cli import COMMANDS, build_parser, main
-from search.trial_attrs import PRUNED_REASON_ATTR
-from search.prepared import prepare_data
-from search.trainer import predict_proba
+from search.study.artifacts import ARTIFACT_ATTR, load_probabilities, load_weights, open_artifact_store
+from search.cli.main import COMMANDS, main
+from search.cli.parser import build_parser
+from search.study.trial_attrs import PRUNED_REASON_ATTR
+from search.train.prepared import prepare_data
+from search.train.trainer import predict_proba
 from spaces import load_space
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -174,10 +175,25 @@ def test_bad_input_is_one_line_and_exit_2(args, expected, tmp_path, monkeypatch)
     assert not (tmp_path / "studies" / "digit-search.db").exists()
 
 
-def test_every_subcommand_maps_to_a_spec_and_the_function_that_runs_it():
+def test_every_option_of_every_subcommand_reaches_its_record_and_api_function():
+    """An option whose dest is not a field of the record would be dropped silently by spec_kwargs."""
+    import inspect
+
+    import search.api
+
     subcommands = next(a for a in build_parser()._actions if a.dest == "command").choices
     assert set(subcommands) == set(COMMANDS)
-    for module_name, spec_name, function_name in COMMANDS.values():
-        module = importlib.import_module(module_name)
-        assert dataclasses.is_dataclass(getattr(module, spec_name))
-        assert callable(getattr(module, function_name))
+    for name, subparser in subcommands.items():
+        spec_type, function_name = COMMANDS[name]
+        fields = {f.name for f in dataclasses.fields(spec_type)}
+        dests = {a.dest for a in subparser._actions if a.dest != "help"}
+        assert dests <= fields, f"{name}: options {sorted(dests - fields)} are not fields of {spec_type.__name__}"
+        function = getattr(search.api, function_name)
+        accepted = inspect.signature(function).parameters
+        assert any(p.kind == p.VAR_KEYWORD for p in accepted.values()), function_name
+
+
+def test_help_shows_the_records_defaults():
+    help_text = " ".join(next(a for a in build_parser()._actions if a.dest == "command").choices["run"].format_help().split())
+    assert "(default: 20)" in help_text and "(default: 10)" in help_text and "(default: hyperband)" in help_text
+

@@ -1,4 +1,4 @@
-"""Tests for search.data: Kaggle CSV loading and validation, the cache, hashing, splits, embedded MNIST."""
+"""Tests for search.data.digits: Kaggle CSV loading and validation, the cache, hashing, splits, embedded MNIST."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import search.data as data_module
-from search.data import DataError, DigitData, Split, load_digits, stratified_split
+import search.data.digits as data_module
+from search.data.digits import DataError, DigitData, Split, load_digits, stratified_split
 
 PIXEL_HEADER = [f"pixel{i}" for i in range(784)]
 TRAIN_HEADER = ["label"] + PIXEL_HEADER

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from search.data import load_digits
-from search.digit_image import BOX, CENTRE, load_digit, read_image, to_mnist
+from search.data.digits import load_digits
+from search.data.digit_image import BOX, CENTRE, load_digit, read_image, to_mnist
 from search.errors import UserError
 
 

@@ -13,9 +13,10 @@ import pytest
 import ray
 from optuna.trial import TrialState
 
-from search.trial_attrs import PRUNED_REASON_ATTR, RETRY_OF_ATTR
-from search.storage import open_storage
-from search.study import RunSpec, run_study
+from search.study.trial_attrs import PRUNED_REASON_ATTR, RETRY_OF_ATTR
+from search.study.storage import open_storage
+from search.config import RunSpec
+from search.dispatch.run import run_study
 
 pytestmark = pytest.mark.slow
 

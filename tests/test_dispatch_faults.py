@@ -13,9 +13,9 @@ from optuna.trial import TrialState
 from ray.cluster_utils import Cluster
 
 from search.errors import UserError
-from search.trial_attrs import RETRY_OF_ATTR
-from search.storage import open_storage
-from search.study import run_study
+from search.study.trial_attrs import RETRY_OF_ATTR
+from search.study.storage import open_storage
+from search.dispatch.run import run_study
 from tests.test_dispatch import SLOW_SPACE, finished, running_trial, server_url, spec, trials_of, wait_for
 
 pytestmark = pytest.mark.slow

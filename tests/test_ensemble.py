@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from search.ensemble import (
+from search.ensemble.selection import (
     METHODS,
     TEMPERATURE_RANGE,
     accuracy,

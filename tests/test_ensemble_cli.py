@@ -11,16 +11,18 @@ import pytest
 import torch
 from PIL import Image
 
-from search.artifacts import ARTIFACT_ATTR, load_probabilities, open_artifact_store
-from search.candidates import TTA_SHIFTS, predict, shift_images, top_members
-from search.cli import main
-from search.csv_digits import PIXEL_COLUMNS
-from search.data import load_digits, stratified_split
-from search.ensemble import apply_temperatures, blend, fit_temperature, greedy, log_loss
-from search.ensemble_command import EnsembleSpec
+from search.study.artifacts import ARTIFACT_ATTR, load_probabilities, open_artifact_store
+from search.ensemble.candidates import top_members
+from search.train.inference import TTA_SHIFTS, class_probabilities, shift_images
+from search.cli.main import main
+from search.data.kaggle_csv import PIXEL_COLUMNS
+from search.data.digits import load_digits, stratified_split
+from search.ensemble.selection import apply_temperatures, blend, fit_temperature, greedy, log_loss
+from search.config import EnsembleSpec
 from search.errors import UserError
-from search.saved_ensemble import MANIFEST, latest_ensemble, load_ensemble
-from search.study import RunSpec, run_study
+from search.ensemble.saved import MANIFEST, latest_ensemble, load_ensemble
+from search.config import RunSpec
+from search.dispatch.run import run_study
 from spaces import load_space
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -41,7 +43,7 @@ def run_trials(url: str, space: str, study: str, base_params: dict, variations: 
     for change in variations:
         created.enqueue_trial({**base_params, **change})
     # run_study rather than the CLI, so its progress goes to a buffer and not to whatever
-    # sys.stdout was when search.study was first imported
+    # sys.stdout was when search.study.setup was first imported
     summary = run_study(RunSpec(space=space, study=study, trials=len(variations), storage=url, **options), out=io.StringIO())
     assert summary.counts == {"complete": len(variations)}
 
@@ -204,7 +206,7 @@ def test_an_unknown_calibration_is_refused_in_one_line(capsys):
         cli("ensemble", "--studies", "cnn", "--calibration", "platt")
     assert exited.value.code == 2
     assert "--calibration" in one_line_error(capsys.readouterr().err)
-    with pytest.raises(UserError, match="--calibration must be one of temperature, none"):
+    with pytest.raises(UserError, match="^calibration must be one of temperature, none"):  # the API names the argument
         EnsembleSpec(studies="cnn", calibration="platt")
 
 
@@ -404,7 +406,7 @@ def test_an_ensemble_saved_before_calibration_predicts_at_temperature_one(saved,
     assert old.temperatures == [1.0] * len(old.models)
     images, _ = validation_digits(50)
     tensor = torch.from_numpy(images).unsqueeze(1)
-    uncalibrated = blend(np.stack([predict(model, tensor, tta=False) for model in old.models]), np.array(old.weights))
+    uncalibrated = blend(np.stack([class_probabilities(model, tensor, tta=False) for model in old.models]), np.array(old.weights))
     np.testing.assert_allclose(old.predict(tensor).numpy(), uncalibrated, rtol=1e-6)
 
     write_pixel_csv(tmp_path / "rows.csv", images[:3])

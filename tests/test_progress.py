@@ -6,7 +6,7 @@ from unittest import mock
 import optuna
 from optuna.trial import TrialState, create_trial
 
-from search.progress import Progress
+from search.study.progress import Progress
 
 
 def study_with(values: list[float]) -> optuna.Study:
@@ -17,7 +17,7 @@ def study_with(values: list[float]) -> optuna.Study:
 
 
 def line_after(progress: Progress, study: optuna.Study, elapsed: float) -> str:
-    with mock.patch("search.progress.time.monotonic", return_value=progress.started + elapsed):
+    with mock.patch("search.study.progress.time.monotonic", return_value=progress.started + elapsed):
         progress(study, study.trials[-1])
     return progress.out.getvalue().splitlines()[-1]
 

@@ -26,9 +26,11 @@ import pytest
 import torch
 from optuna.trial import TrialState, create_trial
 
-from search.artifacts import ARTIFACT_ATTR
-from search.ensemble_command import EnsembleSpec, run_ensemble
-from search.study import RunSpec, run_study
+from search.study.artifacts import ARTIFACT_ATTR
+from search.config import EnsembleSpec
+from search.ensemble.build import run_ensemble
+from search.config import RunSpec
+from search.dispatch.run import run_study
 
 CHROMIUM = next((path for name in ("chromium", "chromium-browser", "google-chrome") if (path := shutil.which(name))), None)
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
@@ -297,7 +299,8 @@ def test_the_browser_check_sees_script_errors_and_missing_figures(tmp_path, brow
 
 
 def test_the_report_scores_the_saved_ensemble_at_its_members_temperatures(studies):
-    from search.report_command import ReportSpec, load_studies, score_ensemble, stored_ensemble_probabilities
+    from search.config import ReportSpec
+    from search.report.build import load_studies, score_ensemble, stored_ensemble_probabilities
 
     root, url = studies
     directory = root / "studies" / "ensembles" / "20250101-000000-greedy"

@@ -12,9 +12,9 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from search.cli import main
-from search.report_command import LoadedStudy, newest_matching_ensemble
-from search.report_data import (
+from search.cli.main import main
+from search.report.build import LoadedStudy, newest_matching_ensemble
+from search.report.data import (
     MIN_TRIALS_FOR_IMPORTANCE,
     best_per_family,
     class_scores,
@@ -34,8 +34,8 @@ from search.report_data import (
     trial_points,
     trials_table,
 )
-from search.report_figures import log_ticks
-from search.report_page import Report, render_page
+from search.report.figures import log_ticks
+from search.report.page import Report, render_page
 
 LR = FloatDistribution(1e-4, 1e-1, log=True)
 WIDTH = IntDistribution(8, 64)
@@ -337,14 +337,15 @@ def test_report_errors_are_one_line_with_exit_2(database, tmp_path, capsys, args
 
 
 def test_dashboard_spec_checks_its_options():
-    from search.dashboard import DashboardSpec
+    from search.config import DashboardSpec
     from search.errors import UserError
+    from search.report.dashboard import serve_dashboard
 
     assert DashboardSpec().host == "127.0.0.1"
-    with pytest.raises(UserError, match="--port"):
+    with pytest.raises(UserError, match="^port must be between 1 and 65535"):
         DashboardSpec(port=70000)
     with pytest.raises(UserError, match="not a database URL"):
-        DashboardSpec(storage="nonsense")
+        serve_dashboard(DashboardSpec(storage="nonsense"))
 
 
 def test_the_newest_ensemble_of_the_reported_studies_is_found(tmp_path, mixed):

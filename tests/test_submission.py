@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from search import submission
+from search.ensemble import submission
 from search.errors import UserError
-from search.submission import HEADER, check_submission, lineage_path, write_submission
+from search.ensemble.submission import HEADER, check_submission, lineage_path, write_submission
 
 
 def test_submission_has_header_ids_from_one_and_one_row_per_image(tmp_path):

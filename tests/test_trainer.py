@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from search import device as device_module
-from search.augment import random_affine
-from search.device import autocast_dtype, select_device, set_threads
-from search.trainer import (
+from search.train import device as device_module
+from search.train.augment import random_affine
+from search.train.device import autocast_dtype, select_device, set_threads
+from search.train.trainer import (
     Diverged,
     EpochReport,
     FastDropout,
@@ -167,10 +167,13 @@ def test_fast_dropout_scales_bf16_kept_values_exactly() -> None:
     assert torch.equal(y[kept], (x[kept].float() * (4 / 3)).to(torch.bfloat16))
 
 
-def test_train_uses_fast_dropout_on_cpu(data: TrainingData) -> None:
+def test_train_uses_fast_dropout_on_cpu_and_gives_the_callers_modules_back(data: TrainingData) -> None:
     model = tiny_cnn()
-    train(model, data, FAST, epochs=1)
-    assert isinstance(model[4], FastDropout) and model[4].p == 0.1
+    original = model[4]
+    during = []
+    train(model, data, FAST, epochs=1, on_epoch=lambda report: during.append(model[4]))
+    assert isinstance(during[0], FastDropout) and during[0].p == 0.1
+    assert model[4] is original and type(original) is torch.nn.Dropout
 
 
 # --- data and devices -----------------------------------------------------------------------------
@@ -207,8 +210,8 @@ def test_cpu_autocasts_to_bf16_only_where_the_flags_and_a_timed_matmul_both_say_
     native_flags: bool, speedup: float, expected: torch.dtype | None
 ) -> None:
     with (
-        mock.patch("search.device._cpu_has_native_bf16", return_value=native_flags),
-        mock.patch("search.device._cpu_bf16_speedup", return_value=speedup),
+        mock.patch("search.train.device._cpu_has_native_bf16", return_value=native_flags),
+        mock.patch("search.train.device._cpu_bf16_speedup", return_value=speedup),
         mock.patch("torch.backends.mkldnn.is_available", return_value=True),
     ):
         assert autocast_dtype(torch.device("cpu")) == expected

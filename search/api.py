@@ -1,0 +1,72 @@
+"""The Python API: what the command line does, callable from a notebook. `import search` loads this lazily.
+
+Every function takes the options of its command as keyword arguments (their names and defaults
+are the fields of the records in search.config) and prints what the command prints, to `log`
+(default: standard output). Mistakes raise search.UserError naming the argument.
+"""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from search.config import DashboardSpec, EnsembleSpec, PredictSpec, ReportSpec, RunSpec, TrainSpec
+from search.dispatch.run import RunSummary, run_study as _run_study
+from search.ensemble.build import EnsembleResult, run_ensemble
+from search.ensemble.predict_files import Prediction, predict_images
+from search.ensemble.saved import LoadedEnsemble, latest_ensemble, load_ensemble as _load_ensemble
+from search.report.build import ReportFiles, run_report
+from search.report.dashboard import serve_dashboard as _serve_dashboard
+from search.study.progress import quiet_optuna
+from search.study.train_one import train_one as _train_one
+from search.train.device import resolve_device
+
+__all__ = [
+    "EnsembleResult",
+    "LoadedEnsemble",
+    "Prediction",
+    "ReportFiles",
+    "RunSummary",
+    "load_ensemble",
+    "make_submission",
+    "predict_files",
+    "quiet_optuna",
+    "run_study",
+    "serve_dashboard",
+    "train_one",
+    "write_report",
+]
+
+
+def run_study(space: str, *, log: TextIO | None = None, **options) -> RunSummary:
+    """Create or continue a pruned study over `space` until it holds `trials` finished trials."""
+    return _run_study(RunSpec(space=space, **options), log)
+
+
+def train_one(space: str, *, log: TextIO | None = None, **options) -> dict:
+    """Train one config of `space`: `reference="bn-cnn"` or a stored `trial="cnn:12"`; returns its figures."""
+    return _train_one(TrainSpec(space=space, **options), log)
+
+
+def make_submission(studies: str, *, log: TextIO | None = None, **options) -> EnsembleResult:
+    """Weight the top trials of `studies` ("cnn,vit"), write the submission and its lineage, save the ensemble."""
+    return run_ensemble(EnsembleSpec(studies=studies, **options), log)
+
+
+def load_ensemble(directory: str | None = None, *, device: str = "auto") -> LoadedEnsemble:
+    """A saved ensemble (default: the newest under studies/ensembles), ready to predict on arrays or files."""
+    return _load_ensemble(directory if directory is not None else latest_ensemble(), resolve_device(device))
+
+
+def predict_files(images: list[str] | tuple[str, ...], *, log: TextIO | None = None, **options) -> list[Prediction]:
+    """Classify image files (PNG, JPEG) or CSV pixel rows with a saved ensemble; prints one line each."""
+    return predict_images(PredictSpec(images=tuple(images), **options), log)
+
+
+def write_report(*, log: TextIO | None = None, **options) -> ReportFiles:
+    """Write the HTML report and the trials CSV of the studies (default: all) in `storage`."""
+    return run_report(ReportSpec(**options), log)
+
+
+def serve_dashboard(*, log: TextIO | None = None, **options) -> None:
+    """Serve optuna-dashboard on the study database until Ctrl-C."""
+    return _serve_dashboard(DashboardSpec(**options), log)

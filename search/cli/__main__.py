@@ -1,0 +1,5 @@
+import sys
+
+from search.cli.main import main
+
+sys.exit(main())

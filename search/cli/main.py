@@ -1,0 +1,65 @@
+"""`digit-search`: parse the options into a record, call the Python API, turn user errors into one line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+from dataclasses import fields
+
+from search.cli.parser import EXIT_USER_ERROR, build_parser
+from search.config import DashboardSpec, EnsembleSpec, PredictSpec, ReportSpec, RunSpec, TrainSpec
+from search.errors import UserError
+
+EXIT_INTERRUPTED = 130
+# command -> (its option record, the search.api function that runs one); `run` exits 1 when stopped early
+COMMANDS = {
+    "run": (RunSpec, "run_study"),
+    "train": (TrainSpec, "train_one"),
+    "ensemble": (EnsembleSpec, "make_submission"),
+    "predict": (PredictSpec, "predict_files"),
+    "report": (ReportSpec, "write_report"),
+    "dashboard": (DashboardSpec, "serve_dashboard"),
+}
+
+
+def spec_kwargs(args: argparse.Namespace, spec_type: type) -> dict:
+    """Options the user gave; the rest fall back to the record's defaults (one place)."""
+    names = {field.name for field in fields(spec_type)}
+    return {name: value for name, value in vars(args).items() if name in names and value is not None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    listen_for_interrupts()
+    try:
+        return dispatch(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except UserError as err:
+        print(f"digit-search {args.command}: error: {err.cli_message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def listen_for_interrupts() -> None:
+    """Make SIGINT raise KeyboardInterrupt even where it arrived ignored.
+
+    A shell without job control starts `cmd &` with SIGINT ignored, and Python then never raises
+    KeyboardInterrupt: `timeout --signal=INT` or a scheduler's SIGINT would be lost, and the kill
+    that follows would leave trials RUNNING. Interrupted, we fail and re-enqueue them instead.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    spec_type, function_name = COMMANDS[args.command]
+    options = spec_kwargs(args, spec_type)
+    spec_type(**options)  # a bad option is refused before anything heavy is imported
+    # torch, Optuna and Ray load only now, so --help and a mistyped option answer at once
+    api = importlib.import_module("search.api")
+    api.quiet_optuna()
+    outcome = getattr(api, function_name)(**options)
+    return 1 if getattr(outcome, "stopped_early", False) else 0

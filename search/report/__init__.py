@@ -1,0 +1,1 @@
+"""Stage 6, looking at studies: the report's data, figures and page, and optuna-dashboard."""

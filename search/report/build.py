@@ -1,0 +1,248 @@
+"""`digit-search report`: read the studies once, collect the report's data, write the page and the trials CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import optuna
+import torch
+from optuna.trial import FrozenTrial
+
+from search.study.artifacts import ARTIFACT_ATTR, artifact_location, open_artifact_store, stored_probabilities
+from search.ensemble.candidates import load_matching_data
+from search.data.digits import EMBEDDED_SOURCE
+from search.ensemble.selection import apply_temperature, blend
+from search.errors import UserError
+from search.report.data import EnsembleData, compute_seconds, ensemble_data, study_data, trial_points, trials_table
+from search.report.page import Report, render_page
+from search.config import ReportSpec
+from search.ensemble.saved import MANIFEST, load_ensemble, member_temperature
+from search.study.storage import check_database_exists, open_storage, parse_storage_url, redacted
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    page: Path
+    table: Path
+    seconds: float
+
+
+@dataclass(frozen=True)
+class LoadedStudy:
+    name: str
+    attrs: dict[str, Any]
+    direction: optuna.study.StudyDirection
+    trials: list[FrozenTrial]
+
+
+def run_report(spec: ReportSpec, out: TextIO | None = None) -> ReportFiles:
+    """Write `report-<time>.html` and `trials-<time>.csv` into spec.out; returns their paths."""
+    out = out or sys.stdout
+    started = time.perf_counter()
+    out_dir = check_out_dir(spec.out)
+    check_database_exists(spec.storage)
+    studies = load_studies(spec)
+    trials_by_study = {s.name: s.trials for s in studies}
+
+    now = datetime.now(timezone.utc)
+    stamp = now.strftime("%Y%m%d-%H%M%S")
+    page_path, table_path = out_dir / f"report-{stamp}.html", out_dir / f"trials-{stamp}.csv"
+    ensemble, ensemble_note = find_ensemble(spec, studies)
+    report = Report(
+        generated=now.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        storage=redacted(parse_storage_url(spec.storage)),
+        studies=[study_data(s.name, s.attrs, s.trials, s.direction) for s in studies],
+        points=trial_points(trials_by_study),
+        compute={s.name: compute_seconds(s.trials) for s in studies},
+        ensemble=ensemble,
+        ensemble_note=ensemble_note,
+        table_file=table_path.name,
+    )
+    header, rows = trials_table(trials_by_study)
+    write_atomically(table_path, csv_text(header, rows))
+    write_atomically(page_path, render_page(report))
+    seconds = time.perf_counter() - started
+    total = sum(len(s.trials) for s in studies)
+    out.write(
+        f"wrote {page_path} ({len(studies)} studies, {total} trials, {page_path.stat().st_size / 1e6:.1f} MB) "
+        f"and {table_path} in {seconds:.1f}s\n"
+    )
+    return ReportFiles(page_path, table_path, seconds)
+
+
+def check_out_dir(text: str) -> Path:
+    """The output folder, created if missing; UserError when that fails or it is not writable."""
+    folder = Path(text)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out {text!r} is a file; give a directory, e.g. reports/")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"--out {text!r}: cannot create it ({err.strerror or err})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"--out {text!r} is not writable; choose another directory")
+    return folder
+
+
+def load_studies(spec: ReportSpec) -> list[LoadedStudy]:
+    """The chosen studies (all when none named), each with its trials read once."""
+    storage = open_storage(spec.storage)
+    known = {s.study_name for s in storage.get_all_studies()}
+    names = spec.study_names or sorted(known)
+    if not names:
+        raise UserError(f"no studies in {redacted(parse_storage_url(spec.storage))}; run digit-search run first")
+    missing = [name for name in names if name not in known]
+    if missing:
+        raise UserError(f"no study {missing[0]!r} in {redacted(parse_storage_url(spec.storage))}; studies there: {', '.join(sorted(known)) or 'none'}")
+    loaded = []
+    for name in names:
+        study_id = storage.get_study_id_from_name(name)
+        loaded.append(
+            LoadedStudy(
+                name=name,
+                attrs=storage.get_study_user_attrs(study_id),
+                direction=storage.get_study_directions(study_id)[0],
+                trials=storage.get_all_trials(study_id, deepcopy=False),
+            )
+        )
+    return loaded
+
+
+# ---- the ensemble section ----------------------------------------------------------------------
+
+
+def find_ensemble(spec: ReportSpec, studies: list[LoadedStudy]) -> tuple[EnsembleData | None, str]:
+    """The ensemble section's data, or None and a sentence saying why there is none."""
+    if spec.ensemble:
+        directory = Path(spec.ensemble)
+        manifest = read_manifest(directory)
+        if manifest is None:
+            raise UserError(f"--ensemble {spec.ensemble!r}: no readable {MANIFEST}; give a folder written by digit-search ensemble")
+        problem = ensemble_mismatch(manifest, studies)
+        if problem:
+            raise UserError(f"--ensemble {spec.ensemble!r}: {problem}")
+    else:
+        found = newest_matching_ensemble(Path(spec.ensembles), studies)
+        if found is None:
+            names = ",".join(s.name for s in studies)
+            return None, f"no saved ensemble of these studies under {spec.ensembles}; run digit-search ensemble --studies {names}"
+        directory, manifest = found
+    try:
+        return score_ensemble(spec, directory, manifest, studies), ""
+    except UserError as err:
+        return None, f"the ensemble in {directory} could not be scored: {err}"
+
+
+def read_manifest(directory: Path) -> dict[str, Any] | None:
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and isinstance(manifest.get("members"), list) else None
+
+
+def ensemble_mismatch(manifest: dict[str, Any], studies: list[LoadedStudy]) -> str | None:
+    """Why a saved ensemble does not belong to these studies, or None when it does."""
+    by_name = {s.name: s for s in studies}
+    outside = [name for name in manifest.get("studies", []) if name not in by_name]
+    if outside or not manifest.get("studies"):
+        return f"it was built from study {outside[0] if outside else '(none)'!r}, which is not among the reported studies"
+    for name in manifest["studies"]:
+        attrs = by_name[name].attrs
+        if attrs.get("data_hash") != manifest.get("data_hash") or attrs.get("split") != manifest.get("split"):
+            return f"it was built on other data or another split than study {name!r}"
+    for member in manifest["members"]:
+        numbers = {t.number for t in by_name[member.get("study")].trials} if member.get("study") in by_name else set()
+        if member.get("trial") not in numbers:
+            return f"its member {member.get('study')}#{member.get('trial')} is not in the study database"
+    return None
+
+
+def newest_matching_ensemble(root: Path, studies: list[LoadedStudy]) -> tuple[Path, dict[str, Any]] | None:
+    """The saved ensemble under `root` with the newest `created` time that belongs to these studies."""
+    found = []
+    for path in root.glob(f"*/{MANIFEST}") if root.is_dir() else []:
+        manifest = read_manifest(path.parent)
+        if manifest is None or ensemble_mismatch(manifest, studies):
+            continue
+        try:
+            created = datetime.fromisoformat(str(manifest["created"]))
+        except (KeyError, ValueError):
+            continue
+        found.append((created, str(path.parent), manifest))
+    if not found:
+        return None
+    _, directory, manifest = max(found, key=lambda item: (item[0], item[1]))
+    return Path(directory), manifest
+
+
+def score_ensemble(spec: ReportSpec, directory: Path, manifest: dict[str, Any], studies: list[LoadedStudy]) -> EnsembleData:
+    """Rebuild the validation split and the ensemble's probabilities on it, then score them."""
+    attrs = next(s.attrs for s in studies if s.name == manifest["studies"][0])
+    source = str(attrs.get("data_source", ""))
+    data_dir = spec.data_dir or (source if source != EMBEDDED_SOURCE and Path(source).is_dir() else None)
+    prepared, _ = load_matching_data(data_dir, None, attrs, torch.device("cpu"))
+    val_index = prepared.split.val_index
+    labels = prepared.digits.train_labels[val_index]
+    images = prepared.digits.train_images[val_index]
+    probs = stored_ensemble_probabilities(spec, manifest, studies) if not manifest.get("tta") else None
+    if probs is None:
+        # Test-time augmentation or missing probabilities: predict with the saved models themselves.
+        probs = load_ensemble(directory, torch.device("cpu")).predict(prepared.tensors.val_images).numpy()
+    if probs.shape != (len(labels), 10):
+        raise UserError(f"its probabilities have shape {probs.shape}, the validation split {len(labels)} digits; pass the --artifacts DIR the studies were run with")
+    return ensemble_data(manifest, str(directory), probs, labels, images, spec.gallery)
+
+
+def stored_ensemble_probabilities(spec: ReportSpec, manifest: dict[str, Any], studies: list[LoadedStudy]) -> np.ndarray | None:
+    """The members' stored validation probabilities, each at its temperature, blended with the ensemble weights; None if any is missing."""
+    trials = {(s.name, t.number): t for s in studies for t in s.trials}
+    try:
+        store = open_artifact_store(artifact_location(spec.artifacts, spec.storage), must_exist=True)
+    except UserError:
+        return None
+    arrays, weights = [], []
+    for member in manifest["members"]:
+        probs = stored_probabilities(store, trials[(member["study"], member["trial"])].user_attrs.get(ARTIFACT_ATTR), "val_probs")
+        if probs is None:
+            return None
+        label = f"saved ensemble member {member['study']}#{member['trial']}"
+        arrays.append(apply_temperature(probs, member_temperature(member, label)))
+        weights.append(float(member["weight"]))
+    if len({a.shape for a in arrays}) != 1:
+        return None
+    return blend(np.stack(arrays), np.asarray(weights))
+
+
+# ---- writing -----------------------------------------------------------------------------------
+
+
+def csv_text(header: list[str], rows: list[list[Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([["" if cell is None else cell for cell in row] for row in rows])
+    return buffer.getvalue()
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write beside `path` and rename, so a reader never sees half a file."""
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.chmod(name, 0o644)  # mkstemp makes files private; a report need not be
+        os.replace(name, path)
+    finally:
+        Path(name).unlink(missing_ok=True)

@@ -1,0 +1,111 @@
+"""objective(trial): suggest a candidate, build it, train it with pruning, store its artifacts."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+import optuna
+from optuna.artifacts._protocol import ArtifactStore
+
+from search.config import TrialJob
+from search.study.artifacts import open_artifact_store, store_trial_artifacts
+from search.study.trial_attrs import FAIL_REASON_ATTR, INTERRUPTED, PRUNED_REASON_ATTR, RETRY_OF_ATTR
+from search.train.models import build_model, count_parameters
+from search.train.trainer import EpochReport, OutOfTime, TrainingData, train
+from spaces import Space, load_space
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """Everything a trial needs besides its params; built once per process, shared by all trials."""
+
+    space: Space
+    data: TrainingData
+    data_hash: str
+    epochs: int
+    base_seed: int
+    artifact_store: ArtifactStore
+    trial_timeout: float | None = None  # seconds of training after which a trial is pruned, mid-epoch if need be
+
+    @classmethod
+    def from_job(cls, job: TrialJob, data: TrainingData) -> TrialContext:
+        """The context the in-process loop and every Ray worker build from the run's one TrialJob."""
+        return cls(
+            space=load_space(job.space),
+            data=data,
+            data_hash=job.data_hash,
+            epochs=job.epochs,
+            base_seed=job.base_seed,
+            artifact_store=open_artifact_store(job.artifacts),
+            trial_timeout=job.trial_timeout,
+        )
+
+
+def enqueue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Queue a trial that was cut short (worker lost, Ctrl-C) to run again with the same params."""
+    if trial.params:
+        study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number})
+
+
+def make_objective(context: TrialContext):
+    """The function handed to study.optimize; maximises validation accuracy.
+
+    Whatever fails inside a trial (suggesting, building, training, storing its artifacts) fails
+    that trial alone, with the reason in its `fail_reason` attr.
+    """
+
+    def objective(trial: optuna.Trial) -> float:
+        try:
+            return _train_trial(trial, context)
+        except optuna.TrialPruned:
+            raise
+        except OutOfTime as err:
+            reason = f"over --trial-timeout {context.trial_timeout:g}s: {err}"
+            trial.set_user_attr(PRUNED_REASON_ATTR, reason)
+            raise optuna.TrialPruned(reason) from None
+        except KeyboardInterrupt:
+            trial.set_user_attr(FAIL_REASON_ATTR, INTERRUPTED)
+            raise
+        except Exception as err:  # the trial fails alone; the reason is kept for the report
+            trial.set_user_attr(FAIL_REASON_ATTR, f"{type(err).__name__}: {err}"[:500])
+            raise
+
+    return objective
+
+
+def _train_trial(trial: optuna.Trial, context: TrialContext) -> float:
+    seed = context.base_seed + trial.number
+    device = context.data.device
+    for key, value in {
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+        "device": str(device),
+        "seed": seed,
+        "data_hash": context.data_hash,
+        "epochs": context.epochs,
+    }.items():
+        trial.set_user_attr(key, value)
+
+    candidate = context.space.suggest(trial)
+    trial.set_user_attr("family", candidate.family)
+    model = build_model(context.space, candidate, seed).to(device)
+    trial.set_user_attr("params", count_parameters(model))
+
+    def on_epoch(report: EpochReport) -> None:
+        trial.set_user_attr("images_per_second", round(report.images_per_second, 1))
+        trial.set_user_attr("train_seconds", round(report.seconds, 2))
+        trial.report(report.val_accuracy, report.epoch)
+        # a trial that trained its whole budget completes: pruning it then would only throw its weights away
+        if report.epoch < context.epochs and trial.should_prune():
+            raise optuna.TrialPruned(f"val accuracy {report.val_accuracy:.4f} at epoch {report.epoch}")
+
+    result = train(
+        model, context.data, candidate.train, epochs=context.epochs, seed=seed, on_epoch=on_epoch,
+        time_limit=context.trial_timeout,
+    )
+    metadata = {"family": candidate.family, "params": trial.params, "seed": seed, "data_hash": context.data_hash}
+    store_trial_artifacts(trial, context.artifact_store, result.model, metadata, result.val_probs, result.test_probs)
+    trial.set_user_attr("val_loss", round(result.val_loss, 6))
+    return result.val_accuracy

@@ -1,0 +1,108 @@
+"""A live, one-line-per-trial progress display and the end-of-run summary."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import warnings
+from typing import TextIO
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search.study.states import count_states
+from search.study.trial_attrs import FAIL_REASON_ATTR, PRUNED_REASON_ATTR
+
+
+def quiet_optuna() -> None:
+    """Our own progress lines replace Optuna's per-trial log and its experimental-feature warnings."""
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # the parallel driver creates trials with study.ask and workers keep their heartbeats
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+class HideInterruptedTrial(logging.Filter):
+    """While in effect, hides Optuna's warnings (with a traceback) about a trial cut short by Ctrl-C.
+
+    The command says "interrupted" itself; once a KeyboardInterrupt is seen, everything Optuna still
+    logs is about that interruption.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[0] is not None and issubclass(record.exc_info[0], KeyboardInterrupt):
+            self.interrupted = True
+        return not self.interrupted
+
+    def __enter__(self) -> HideInterruptedTrial:
+        optuna.logging.get_verbosity()  # makes Optuna set up its handler, if it has not yet
+        for handler in logging.getLogger("optuna").handlers:
+            handler.addFilter(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for handler in logging.getLogger("optuna").handlers:
+            handler.removeFilter(self)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+class Progress:
+    """Optuna callback: prints done/pruned/failed, best accuracy, elapsed and ETA after each trial."""
+
+    def __init__(self, target: int, already_finished: int, out: TextIO = sys.stdout, timeout: float | None = None) -> None:
+        self.target = target
+        self.timeout = timeout  # seconds after which no new trial starts
+        self.started = time.monotonic()
+        self.finished_at_start = already_finished
+        self.out = out
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        counts = count_states(study.get_trials(deepcopy=False))
+        finished = counts["complete"] + counts["pruned"]
+        elapsed = time.monotonic() - self.started
+        ran_here = max(finished - self.finished_at_start, 1)
+        per_trial = elapsed / ran_here
+        eta = per_trial * max(self.target - finished, 0)
+        if self.timeout is not None and finished < self.target:
+            # trials stop starting at the timeout; the last one started then runs on a while
+            eta = min(eta, max(self.timeout - elapsed, 0) + per_trial)
+        best = _best_value(study)
+        outcome = _describe(trial)
+        self.out.write(
+            f"[{finished}/{self.target}] trial {trial.number} {outcome} | "
+            f"done {counts['complete']} pruned {counts['pruned']} failed {counts['fail']} | "
+            f"best {best} | elapsed {format_duration(elapsed)} ETA {format_duration(eta)}\n"
+        )
+        self.out.flush()
+
+
+def _best_value(study: optuna.Study) -> str:
+    try:
+        return f"{study.best_value:.2%}"
+    except ValueError:
+        return "-"
+
+
+def _describe(trial: FrozenTrial) -> str:
+    family = trial.user_attrs.get("family", "?")
+    if trial.state == TrialState.COMPLETE:
+        return f"{family} val {trial.value:.2%} ({trial.user_attrs.get('train_seconds', 0):.0f}s)"
+    if trial.state == TrialState.PRUNED:
+        if PRUNED_REASON_ATTR in trial.user_attrs:
+            return f"{family} pruned, {trial.user_attrs[PRUNED_REASON_ATTR]}"
+        step = trial.last_step
+        if step is None:
+            return f"{family} pruned before its first epoch ended"
+        return f"{family} pruned at epoch {step} ({trial.intermediate_values[step]:.2%})"
+    return f"{family} {trial.state.name}: {trial.user_attrs.get(FAIL_REASON_ATTR, 'no reason recorded')}"

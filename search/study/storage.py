@@ -1,0 +1,125 @@
+"""Opening the SQL study database and the artifact store behind it."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import optuna
+import sqlalchemy
+from sqlalchemy.engine import URL, make_url
+
+from search.config import DEFAULT_ARTIFACTS, DEFAULT_STORAGE
+from search.errors import UserError
+
+HEARTBEAT_SECONDS = 30
+GRACE_SECONDS = 90
+SCHEMA_ATTEMPTS = 4
+RECONNECT_ATTEMPTS = 40
+RECONNECT_WAIT_SECONDS = 1.5
+T = TypeVar("T")
+
+# Drivers the project installs; a bare dialect would ask SQLAlchemy for one we don't ship.
+_DRIVER_FOR_DIALECT = {"postgresql": "psycopg", "mysql": "pymysql", "mariadb": "pymysql"}
+EXAMPLE_URLS = f"{DEFAULT_STORAGE} or postgresql://user@host/db"
+
+
+def parse_storage_url(text: str) -> URL:
+    """Validate a storage URL and pin the driver this project installs; UserError if malformed."""
+    try:
+        url = make_url(text)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        raise UserError(f"--storage {text!r} is not a database URL; use e.g. {EXAMPLE_URLS}") from None
+    if url.drivername in _DRIVER_FOR_DIALECT:
+        url = url.set(drivername=f"{url.drivername}+{_DRIVER_FOR_DIALECT[url.drivername]}")
+    backend = url.get_backend_name()
+    if backend not in ("sqlite", "postgresql", "mysql", "mariadb"):
+        raise UserError(f"--storage {text!r}: unsupported database {backend!r}; use SQLite, PostgreSQL or MySQL/MariaDB")
+    if backend == "mariadb":
+        url = url.set(drivername="mysql+pymysql")
+    if backend == "sqlite" and url.database in (None, "", ":memory:"):
+        raise UserError(f"--storage {text!r}: an in-memory SQLite database would lose the study; give a file, e.g. {DEFAULT_STORAGE}")
+    return url
+
+
+def redacted(url: URL | str) -> str:
+    """The URL as it may be printed: password hidden."""
+    url = make_url(url) if isinstance(url, str) else url
+    return url.render_as_string(hide_password=True)
+
+
+def open_storage(text: str) -> optuna.storages.RDBStorage:
+    """Connect to (creating if needed) the study database; UserError with the URL when it can't."""
+    url = parse_storage_url(text)
+    engine_kwargs: dict = {}
+    if url.get_backend_name() == "sqlite":
+        path = Path(url.database).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        use_write_ahead_log(path)
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    else:
+        engine_kwargs["pool_pre_ping"] = True  # survive a database restart between trials
+    for attempt in range(1, SCHEMA_ATTEMPTS + 1):
+        try:
+            return optuna.storages.RDBStorage(
+                url.render_as_string(hide_password=False),
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=GRACE_SECONDS,
+            )
+        except (sqlalchemy.exc.SQLAlchemyError, RuntimeError, ValueError) as err:
+            reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+            # two processes creating the tables of a new database at once: the loser sees them appear
+            racing = isinstance(err, sqlalchemy.exc.IntegrityError) or "already exists" in reason
+            if racing and attempt < SCHEMA_ATTEMPTS:
+                time.sleep(0.5 * attempt)
+                continue
+            raise UserError(f"cannot open study database {redacted(url)}: {reason}; check the --storage URL and that the server is running") from None
+    raise AssertionError("unreachable")
+
+
+def check_database_exists(storage: str) -> None:
+    """Opening a missing SQLite file would create an empty database; say it is missing instead."""
+    url = parse_storage_url(storage)
+    if url.get_backend_name() == "sqlite" and not Path(url.database).expanduser().is_file():
+        raise UserError(f"--storage {redacted(url)}: no such database file; run digit-search run first, or pass the --storage the studies are in")
+
+
+def use_write_ahead_log(path: Path) -> None:
+    """WAL lets readers and one writer work at once, so several local workers can share one file."""
+    try:
+        with sqlite3.connect(path, timeout=60) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.DatabaseError as err:
+        raise UserError(f"--storage {path}: not a SQLite database ({err}); give another file name") from None
+
+
+def absolute_storage_url(text: str) -> str:
+    """The URL with a SQLite path made absolute, for processes that start in another directory."""
+    url = parse_storage_url(text)
+    if url.get_backend_name() != "sqlite":
+        return url.render_as_string(hide_password=False)
+    return url.set(database=str(Path(url.database).expanduser().resolve())).render_as_string(hide_password=False)
+
+
+def default_artifact_dir(storage_text: str) -> Path:
+    """Artifacts live beside a SQLite file (so a temporary database keeps its own); else under studies/."""
+    url = parse_storage_url(storage_text)
+    if url.get_backend_name() == "sqlite":
+        return Path(url.database).expanduser().parent / "artifacts"
+    return Path(DEFAULT_ARTIFACTS)
+
+
+def retry_on_database_errors(action: Callable[[], T], *, attempts: int = RECONNECT_ATTEMPTS, wait: float = RECONNECT_WAIT_SECONDS) -> T:
+    """Run `action`, retrying while the database is unreachable (a restart), so workers go on after it."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError):
+            if attempt == attempts:
+                raise
+            time.sleep(wait)
+    raise AssertionError("unreachable")
