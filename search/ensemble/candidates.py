@@ -23,7 +23,7 @@ from search.study.artifacts import ARTIFACT_ATTR, load_weights, stored_probabili
 from search.data.digits import EMBEDDED_SOURCE, load_digits
 from search.errors import UserError
 from search.train.prepared import PreparedData, prepare_digits
-from search.study.storage import redacted
+from search.study.storage import check_study_names
 from search.train.inference import class_probabilities
 from search.train.models import rebuild_model
 from spaces import Space, load_space
@@ -54,12 +54,7 @@ class Member:
 
 def load_studies(storage: optuna.storages.BaseStorage, names: list[str], storage_url: str) -> list[optuna.Study]:
     """The named studies; UserError naming an unknown one and the studies that do exist."""
-    known = [summary.study_name for summary in optuna.get_all_study_summaries(storage, include_best_trial=False)]
-    missing = [name for name in names if name not in known]
-    if missing:
-        listing = ", ".join(sorted(known)) or "none"
-        raise UserError(f"no study {missing[0]!r} in {redacted(storage_url)}; studies there: {listing}")
-    return [optuna.load_study(study_name=name, storage=storage) for name in names]
+    return [optuna.load_study(study_name=name, storage=storage) for name in check_study_names(storage, names, storage_url)]
 
 
 def check_same_data(studies: list[optuna.Study]) -> dict[str, Any]:

@@ -21,7 +21,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import safetensors.torch
 import torch
 
 from search.config import DEFAULT_ENSEMBLES
@@ -29,6 +28,7 @@ from search.ensemble.selection import apply_temperature, check_temperature
 from search.errors import UserError
 from search.train.inference import class_probabilities
 from search.train.models import rebuild_model
+from search.train.weights import WeightsError, load_weights_file, save_weights
 from spaces import Space, SpaceError, load_space
 
 MANIFEST = "manifest.json"
@@ -115,9 +115,8 @@ def save_ensemble(directory: str | Path, members: list[MemberToSave], manifest: 
 
 def _write_member(folder: Path, index: int, member: MemberToSave) -> dict[str, Any]:
     weights_file = f"member-{index:02d}.safetensors"
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in member.state.items()}
     metadata = {"family": member.family, "params": member.params, "study": member.study, "trial": member.trial}
-    safetensors.torch.save_file(state, str(folder / weights_file), metadata={k: json.dumps(v) for k, v in metadata.items()})
+    save_weights(folder / weights_file, member.state, metadata)
     space_file = None
     if member.space_file is not None:
         space_file = f"spaces/{Path(member.space_file).name}"
@@ -170,8 +169,8 @@ def load_ensemble(directory: str | Path, device: torch.device) -> LoadedEnsemble
         label = f"{directory}: member {record.get('study')}#{record.get('trial')}"
         space = _member_space(directory, record, label)
         try:
-            state = safetensors.torch.load_file(str(directory / record["weights_file"]))
-        except (OSError, KeyError, safetensors.SafetensorError) as err:
+            state, _ = load_weights_file(directory / record["weights_file"])
+        except (WeightsError, KeyError) as err:
             raise UserError(f"{label}: cannot read its weights ({err})") from None
         models.append(rebuild_model(space, record["params"], state, device, label))
         weights.append(float(record["weight"]))

@@ -28,7 +28,7 @@ from search.report.data import EnsembleData, compute_seconds, ensemble_data, stu
 from search.report.page import Report, render_page
 from search.config import ReportSpec
 from search.ensemble.saved import MANIFEST, load_ensemble, member_temperature
-from search.study.storage import check_database_exists, open_storage, parse_storage_url, redacted
+from search.study.storage import check_database_exists, check_study_names, open_storage, parse_storage_url, redacted
 
 
 @dataclass(frozen=True)
@@ -98,15 +98,8 @@ def check_out_dir(text: str) -> Path:
 def load_studies(spec: ReportSpec) -> list[LoadedStudy]:
     """The chosen studies (all when none named), each with its trials read once."""
     storage = open_storage(spec.storage)
-    known = {s.study_name for s in storage.get_all_studies()}
-    names = spec.study_names or sorted(known)
-    if not names:
-        raise UserError(f"no studies in {redacted(parse_storage_url(spec.storage))}; run digit-search run first")
-    missing = [name for name in names if name not in known]
-    if missing:
-        raise UserError(f"no study {missing[0]!r} in {redacted(parse_storage_url(spec.storage))}; studies there: {', '.join(sorted(known)) or 'none'}")
     loaded = []
-    for name in names:
+    for name in check_study_names(storage, spec.study_names, spec.storage):
         study_id = storage.get_study_id_from_name(name)
         loaded.append(
             LoadedStudy(

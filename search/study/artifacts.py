@@ -6,14 +6,12 @@ ensemble can be built later without re-training anything.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 import optuna
-import safetensors.torch
 import torch
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
@@ -21,6 +19,7 @@ from optuna.artifacts._protocol import ArtifactStore  # the protocol every store
 
 from search.errors import UserError
 from search.study.storage import default_artifact_dir
+from search.train.weights import load_weights_file, save_weights
 
 ARTIFACT_ATTR = "artifacts"  # trial user attr: {"weights": id, "val_probs": id, "test_probs": id}
 
@@ -84,7 +83,7 @@ def store_trial_artifacts(
     """Upload weights and probabilities for `trial`; records and returns their artifact ids."""
     with tempfile.TemporaryDirectory(prefix="digit-search-") as tmp:
         files = {
-            "weights": _write_weights(Path(tmp) / f"trial-{trial.number}-weights.safetensors", model, metadata),
+            "weights": save_weights(Path(tmp) / f"trial-{trial.number}-weights.safetensors", model.state_dict(), metadata),
             "val_probs": _write_array(Path(tmp) / f"trial-{trial.number}-val-probs.npy", val_probs),
             "test_probs": _write_array(Path(tmp) / f"trial-{trial.number}-test-probs.npy", test_probs),
         }
@@ -94,14 +93,11 @@ def store_trial_artifacts(
 
 
 def load_weights(store: ArtifactStore, artifact_id: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """A stored state dict and the metadata saved with it (family, params, ...)."""
+    """A stored state dict and the metadata saved with it (family, params, ...); WeightsError if unreadable."""
     with tempfile.TemporaryDirectory(prefix="digit-search-") as tmp:
         path = Path(tmp) / "weights.safetensors"
         download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
-        state = safetensors.torch.load_file(str(path))
-        with safetensors.safe_open(str(path), framework="pt") as handle:
-            raw = handle.metadata() or {}
-    return state, {key: json.loads(value) for key, value in raw.items()}
+        return load_weights_file(path)
 
 
 def load_probabilities(store: ArtifactStore, artifact_id: str) -> np.ndarray:
@@ -120,13 +116,6 @@ def stored_probabilities(store: ArtifactStore, artifact_ids: dict[str, str] | No
         return load_probabilities(store, artifact_id)
     except ArtifactNotFound:
         return None
-
-
-def _write_weights(path: Path, model: torch.nn.Module, metadata: dict[str, Any]) -> Path:
-    # channels_last tensors are not contiguous in the default layout safetensors expects
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    safetensors.torch.save_file(state, str(path), metadata={key: json.dumps(value) for key, value in metadata.items()})
-    return path
 
 
 def _write_array(path: Path, array: np.ndarray) -> Path:

@@ -123,3 +123,17 @@ def retry_on_database_errors(action: Callable[[], T], *, attempts: int = RECONNE
                 raise
             time.sleep(wait)
     raise AssertionError("unreachable")
+
+
+def check_study_names(storage: optuna.storages.BaseStorage, names: list[str], storage_text: str) -> list[str]:
+    """The named studies (every study when `names` is empty), checked to exist; UserError listing those that do."""
+    known = sorted(study.study_name for study in storage.get_all_studies())
+    where = redacted(parse_storage_url(storage_text))
+    if not names:
+        if not known:
+            raise UserError(f"no studies in {where}; run digit-search run first")
+        return known
+    missing = [name for name in names if name not in known]
+    if missing:
+        raise UserError(f"no study {missing[0]!r} in {where}; studies there: {', '.join(known) or 'none'}")
+    return list(names)
