@@ -199,7 +199,15 @@ def test_select_device() -> None:
         select_device("tpu")
     with pytest.raises(ValueError):
         set_threads(0)
-    assert autocast_dtype(torch.device("cpu")) in (torch.bfloat16, None)
+
+
+def test_cpu_autocast_on_this_machine_follows_its_flags_and_its_measured_speedup() -> None:
+    chosen = autocast_dtype(torch.device("cpu"))
+    if not device_module._cpu_has_native_bf16() or not torch.backends.mkldnn.is_available():
+        assert chosen is None  # emulated bf16 is always slower: never chosen
+    else:
+        faster = device_module._cpu_bf16_speedup() >= device_module.BF16_MIN_SPEEDUP
+        assert chosen == (torch.bfloat16 if faster else None)
 
 
 @pytest.mark.parametrize(
@@ -217,9 +225,16 @@ def test_cpu_autocasts_to_bf16_only_where_the_flags_and_a_timed_matmul_both_say_
         assert autocast_dtype(torch.device("cpu")) == expected
 
 
-def test_the_bf16_probe_times_real_matmuls() -> None:
-    speedup = device_module._cpu_bf16_speedup.__wrapped__()
-    assert math.isfinite(speedup) and speedup > 0
+def test_the_bf16_probe_is_the_ratio_of_the_two_timings() -> None:
+    timings = {torch.float32: 0.004, torch.bfloat16: 0.001}
+    with mock.patch("search.train.device._best_matmul_seconds", side_effect=lambda dtype: timings[dtype]):
+        assert device_module._cpu_bf16_speedup.__wrapped__() == pytest.approx(4.0)
+
+
+def test_the_bf16_probe_times_a_real_matmul() -> None:
+    # 2 * 512**3 = 0.27 GFLOP: above 1 GFLOP/s and below 10 TFLOP/s on any CPU that runs this suite
+    seconds = device_module._best_matmul_seconds(torch.float32)
+    assert 2.7e-5 < seconds < 0.27
 
 
 # --- the training loop ----------------------------------------------------------------------------
@@ -244,9 +259,11 @@ def test_train_reports_every_epoch(data: TrainingData) -> None:
     result = train(tiny_cnn(), data, FAST, epochs=2, on_epoch=reports.append)
     assert [r.epoch for r in reports] == [1, 2]
     assert result.history == reports
+    trained_per_epoch = len(data.train_labels)  # 1,024 digits: 16 whole batches of 64
     for r in reports:
         assert 0 < r.train_loss < 10 and 0 < r.val_loss < 10 and 0 <= r.val_accuracy <= 1
-        assert r.images_per_second > 0
+        # images over training-step time only, so at least the images over all the time spent
+        assert r.images_per_second >= r.epoch * trained_per_epoch / r.seconds
     assert 0 < reports[0].seconds < reports[1].seconds == result.train_seconds
     assert result.val_probs.shape == (300, 10) and result.val_probs.dtype == np.float32
     assert result.test_probs.shape == (50, 10) and result.test_probs.dtype == np.float32
