@@ -151,7 +151,7 @@ class VisionTransformer(nn.Module):
 
     def _init_weights(self) -> None:
         # Linear layers keep torch's default init (std ~ 1/sqrt(3 fan_in), 0.05 at width 128): timm's
-        # 0.02, sized for width 768, left vit-seed at 61% validation after the first of 3 Kaggle epochs, not 83%
+        # 0.02 is sized for width 768 and trained these small ViTs far slower (BENCHMARKS.md, "ViT references")
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None:
             nn.init.trunc_normal_(self.cls_token, std=0.02)
@@ -172,16 +172,14 @@ def build(config: Config) -> nn.Module:
 
 
 # Small ViTs want AdamW and far less decay than the CNN default (weight_decay is per-step
-# shrinkage: 5e-5 = AdamW's 0.025 at lr 2e-3), and lighter augmentation: on Kaggle's train.csv,
-# vit-seed reached 97.0% after 3 epochs with rotation 5, shift and zoom 0.05 at lr 2e-3, against
-# 95.0% with the default rotation 10, shift and zoom 0.1 at lr 1e-3 (2026-11-22).
+# shrinkage: 5e-5 = AdamW's 0.025 at lr 2e-3), and lighter augmentation (BENCHMARKS.md, "ViT references").
 VIT_TRAIN = TrainConfig(optimizer="adamw", lr=2e-3, weight_decay=5e-5, rotation=5.0, shift=0.05, zoom=0.05)
 
 REFERENCES = {
     r.name: r
     for r in (
-        # 16 tokens of 7x7 px + cls; the quick baseline. Without dropout or drop-path it ended 6
-        # Kaggle epochs at 98.7% validation, against 98.5% with both at 0.1
+        # 16 tokens of 7x7 px + cls; the quick baseline, without dropout or drop-path, which
+        # slowed it (BENCHMARKS.md, "ViT references")
         Reference(
             "vit-seed",
             Config(patch_size=7, width=128, depth=4, heads=4, mlp_ratio=4, dropout=0.0, drop_path=0.0),
