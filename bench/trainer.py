@@ -25,6 +25,7 @@ from unittest import mock
 import torch
 
 from plain_loop import DEFAULT_DATA_DIR, Split, build_reference, load_split, plain_images_per_second
+from search.train.allocator import keep_freed_memory
 from search.train.device import autocast_dtype, set_threads
 from search.train.trainer import TrainingData, train
 
@@ -46,6 +47,7 @@ def ours_images_per_second(
             split.val_images[:VAL_IMAGES], split.val_labels[:VAL_IMAGES], None, "cpu",
         )
 
+    keep_freed_memory()  # as the commands do for the process that trains
     precision = mock.patch("search.train.trainer.autocast_dtype", return_value=None) if fp32 else contextlib.nullcontext()
     with precision:
         train(model, data(WARMUP_IMAGES), config, epochs=1)
