@@ -8,6 +8,7 @@ anything is read or written, and names the argument that is wrong.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -273,3 +274,77 @@ class DashboardSpec:
             raise UserError(f"--port must be between 1 and 65535, got {self.port}")
         if not self.host.strip():
             raise UserError("--host must not be empty; use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)")
+
+
+AUTO_FAMILIES = ("cnn", "resnet", "stn", "vit")
+MIN_BUDGET_SECONDS = 60  # less cannot train the references and build an ensemble even on the embedded sample
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([hms])")
+_UNIT_SECONDS = {"h": 3600, "m": 60, "s": 1}
+
+
+def parse_budget(text: str) -> float:
+    """'90s' -> 90, '20m' -> 1200, '1h30m' -> 5400; a bare number is seconds. UserError otherwise."""
+    cleaned = str(text).strip().lower().replace(" ", "")
+    if re.fullmatch(r"\d+(\.\d+)?", cleaned):
+        seconds = float(cleaned)
+    else:
+        parts = _DURATION_PART.findall(cleaned)
+        units = [unit for _, unit in parts]
+        in_order = units == sorted(units, key="hms".index) and len(set(units)) == len(units)
+        if not parts or "".join(number + unit for number, unit in parts) != cleaned or not in_order:
+            raise UserError(f"--budget {text!r} is not a duration; use e.g. 90s, 20m, 1h or 1h30m")
+        seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+    if seconds < MIN_BUDGET_SECONDS:
+        raise UserError(f"--budget {text!r} is under {MIN_BUDGET_SECONDS}s; give at least 1m")
+    return seconds
+
+
+@dataclass(frozen=True)
+class AutoSpec:
+    """`digit-search auto`: from the data to the best submission within one wall-clock budget."""
+
+    budget: str = "1h"  # 90s, 20m, 1h, 1h30m: bounds the whole command
+    data_dir: str | None = None
+    spaces: str = ",".join(AUTO_FAMILIES)
+    storage: str = DEFAULT_STORAGE
+    study_prefix: str = "auto-"  # the studies are PREFIX + family: ordinary studies, browsable and resumable
+    artifacts: str | None = None
+    out: str = "submission.csv"
+    save: str | None = None  # default: a new folder under studies/ensembles
+    report: str = str(DEFAULT_REPORTS)
+    tta: bool = False
+    refit: bool = True  # the final training of the chosen models on every labelled digit
+    seed: int = 0
+    limit: int | None = None
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    workers: int = 1
+    gpus_per_trial: float | None = None
+    address: str | None = None
+
+    def __post_init__(self) -> None:
+        parse_budget(self.budget)
+        if not self.family_names:
+            raise UserError("--spaces needs at least one family, e.g. --spaces cnn,vit")
+        unknown = [name for name in self.family_names if name not in AUTO_FAMILIES]
+        if unknown:
+            raise UserError(f"--spaces: unknown family {unknown[0]!r}; choose from {', '.join(AUTO_FAMILIES)}")
+        if len(set(self.family_names)) != len(self.family_names):
+            raise UserError(f"--spaces {self.spaces!r} names a family twice")
+        if not self.study_prefix.strip():
+            raise UserError("--study-prefix must not be empty")
+        check_at_least("workers", self.workers, 1)
+        check_at_least("threads", self.threads, 1)
+        check_limit(self.limit)
+        check_seed("seed", self.seed)
+        check_split(self.val_fraction, self.split_seed)
+
+    @property
+    def family_names(self) -> list[str]:
+        return study_names(self.spaces)
+
+    @property
+    def budget_seconds(self) -> float:
+        return parse_budget(self.budget)

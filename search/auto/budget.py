@@ -1,0 +1,31 @@
+"""A wall-clock budget read off one clock, with the time each phase took."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from search.study.progress import format_duration
+
+@dataclass
+class Clock:
+    """Seconds used and left of a budget, and the time each phase took."""
+
+    budget: float
+    started: float = field(default_factory=time.monotonic)
+    phases: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def used(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def left(self) -> float:
+        return max(0.0, self.budget - self.used)
+
+    def spent(self, phase: str, seconds: float) -> None:
+        self.phases[phase] = self.phases.get(phase, 0.0) + seconds
+
+    def status(self) -> str:
+        return f"{format_duration(self.used)} used, {format_duration(self.left)} left of {format_duration(self.budget)}"
+

@@ -1,0 +1,56 @@
+"""The final training: a chosen config retrained on every labelled digit (training and validation rows).
+
+The search trains proxies on the training rows for a few epochs so that they can be compared on
+the validation rows; the submission deserves models trained on all the labelled digits, for as
+many epochs as the budget kept for them. Each keeps its own recipe (optimizer, schedule,
+augmentation): the schedules are set by the run's total steps, so a longer run is a proper one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from search.train.models import build_model
+from search.train.prepared import PreparedData
+from search.train.trainer import OutOfTime, TrainingData, train
+from spaces import Space
+
+
+@dataclass(frozen=True)
+class Refitted:
+    """A model retrained on all labelled digits, or why it is not (then its proxy stands in)."""
+
+    label: str  # study#trial
+    epochs: int
+    seconds: float
+    state: dict[str, torch.Tensor] | None
+    test_probs: np.ndarray | None  # (T, 10) float32
+    problem: str | None = None
+
+
+def all_labelled(prepared: PreparedData) -> TrainingData:
+    """Training data of every labelled digit; the validation rows stay as the (no longer held-out) monitor."""
+    digits, tensors = prepared.digits, prepared.tensors
+    return TrainingData(
+        train_images=torch.from_numpy(np.ascontiguousarray(digits.train_images)).unsqueeze(1).to(tensors.device),
+        train_labels=torch.from_numpy(np.ascontiguousarray(digits.train_labels)).to(tensors.device),
+        val_images=tensors.val_images,
+        val_labels=tensors.val_labels,
+        test_images=tensors.test_images,
+    )
+
+
+def refit(space: Space, params: dict[str, Any], seed: int, data: TrainingData, epochs: int, label: str, time_limit: float) -> Refitted:
+    """Retrain the config of `params` from scratch on `data`; a run past `time_limit` gives up, saying so."""
+    candidate = space.candidate_from_params(params)
+    model = build_model(space, candidate, seed).to(data.device)
+    try:
+        result = train(model, data, candidate.train, epochs=epochs, seed=seed, time_limit=time_limit)
+    except OutOfTime as err:
+        return Refitted(label, epochs, time_limit, None, None, f"out of its {time_limit:.0f}s: {err}")
+    state = {name: tensor.detach().cpu() for name, tensor in result.model.state_dict().items()}
+    return Refitted(label, epochs, result.train_seconds, state, result.test_probs)

@@ -1,0 +1,134 @@
+"""The search phase of `auto`: measure each family, run its references, then successive halving over families."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TextIO
+
+import optuna
+
+from search.auto.budget import Clock
+from search.auto.plan import FamilyCost, Plan, survivors
+from search.config import AutoSpec, RunSpec
+from search.dispatch.run import run_study
+from search.study.states import FINISHED
+from search.study.storage import open_storage
+from search.train.models import build_model
+from search.train.prepared import PreparedData
+from search.train.trainer import TrainingData, train
+from spaces import load_space
+
+PROBE_IMAGES = 1024  # one short epoch per reference: long enough to time, short next to the budget
+ENDLESS = 1_000_000  # a trial target that only the time ever reaches
+
+
+@dataclass
+class FamilyState:
+    family: str
+    study: str
+    epochs: int
+    best: float | None = None
+    ensemble_share: float = 0.0
+    seconds: float = 0.0
+    rounds: list[int] = field(default_factory=list)
+
+
+def measure_costs(families: list[str], prepared: PreparedData, seed: int) -> list[FamilyCost]:
+    """Each family's training speed on this device: its slowest reference, one short epoch each."""
+    tensors = prepared.tensors
+    count = min(PROBE_IMAGES, len(tensors.train_labels))
+    probe = TrainingData(tensors.train_images[:count], tensors.train_labels[:count], tensors.val_images[:256], tensors.val_labels[:256], tensors.test_images[:0])
+    costs = []
+    for family in families:
+        space = load_space(family)
+        speeds = []
+        for candidate, _ in space.references().values():
+            model = build_model(space, candidate, seed).to(tensors.device)
+            speeds.append(train(model, probe, candidate.train, epochs=1, seed=seed).images_per_second)
+        costs.append(FamilyCost(family, min(speeds)))
+    return costs
+
+
+def study_run(spec: AutoSpec, state: FamilyState, **options) -> RunSpec:
+    """The `run` options of one slice of a family's study: the auto command's data, storage and devices."""
+    return RunSpec(
+        space=state.family,
+        study=state.study,
+        epochs=state.epochs,
+        data_dir=spec.data_dir,
+        limit=spec.limit,
+        val_fraction=spec.val_fraction,
+        split_seed=spec.split_seed,
+        storage=spec.storage,
+        artifacts=spec.artifacts,
+        seed=spec.seed,
+        device=spec.device,
+        threads=spec.threads,
+        workers=spec.workers,
+        gpus_per_trial=spec.gpus_per_trial,
+        address=spec.address,
+        **options,
+    )
+
+
+def finished_trials(storage_url: str, study: str) -> int:
+    try:
+        loaded = optuna.load_study(study_name=study, storage=open_storage(storage_url))
+    except KeyError:
+        return 0
+    return len(loaded.get_trials(deepcopy=False, states=FINISHED))
+
+
+def run_slice(spec: AutoSpec, state: FamilyState, seconds: float, clock: Clock, out: TextIO, *, references_only: bool) -> None:
+    """Give one family `seconds`: new trials start in the first part, and none trains past the end."""
+    trial_seconds = max(1.0, seconds)
+    if references_only:
+        references = len(load_space(state.family).references())
+        options = {"trials": references, "timeout": trial_seconds, "trial_timeout": trial_seconds}
+    else:
+        options = {"trials": ENDLESS, "timeout": max(1.0, seconds / 2), "trial_timeout": max(1.0, seconds / 2)}
+    started = clock.used
+    summary = run_study(study_run(spec, state, **options), io.StringIO())
+    state.best = summary.best_value
+    state.seconds += clock.used - started
+    out.write(
+        f"  {state.family}: {summary.counts.get('complete', 0)} complete, {summary.counts.get('pruned', 0)} pruned, "
+        f"{summary.counts.get('fail', 0)} failed; best {'-' if state.best is None else f'{state.best:.2%}'} ({clock.status()})\n"
+    )
+    out.flush()
+
+
+def search(
+    spec: AutoSpec,
+    plan: Plan,
+    states: list[FamilyState],
+    clock: Clock,
+    out: TextIO,
+    ensemble_shares: Callable[[list[FamilyState]], dict[str, float]],
+) -> None:
+    """References first, then rounds of successive halving until the search time is spent."""
+    search_ends = clock.used + plan.search_seconds
+    out.write(f"references of {', '.join(s.family for s in states)} ({clock.status()})\n")
+    reference_share = plan.search_seconds / plan.rounds / max(1, len(states))
+    for state in states:
+        run_slice(spec, state, reference_share, clock, out, references_only=True)
+    alive = list(states)
+    for round_number in range(1, plan.rounds + 1):
+        left = search_ends - clock.used
+        if left <= 1 or not alive:
+            break
+        share = left / (plan.rounds - round_number + 1) / len(alive)
+        out.write(f"search round {round_number}: {', '.join(s.family for s in alive)}, {share:.0f}s each ({clock.status()})\n")
+        for state in alive:
+            state.rounds.append(round_number)
+            run_slice(spec, state, share, clock, out, references_only=False)
+        shares = ensemble_shares(states)
+        for state in states:
+            state.ensemble_share = shares.get(state.study, 0.0)
+        kept = set(survivors({s.family: (s.ensemble_share, s.best or 0.0) for s in alive}))
+        dropped = [s.family for s in alive if s.family not in kept]
+        if dropped:
+            out.write(f"  leaving: {', '.join(dropped)} (their share of the ensemble and best accuracy are the lowest)\n")
+        alive = [s for s in alive if s.family in kept]
