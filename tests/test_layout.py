@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("search", "spaces")
 # The stages in the order imports may flow: a module may import its own stage and earlier ones.
-STAGES = ("errors", "config", "io", "data", "train", "study", "dispatch", "ensemble", "report", "api", "cli")
+STAGES = ("errors", "config", "io", "data", "train", "study", "dispatch", "ensemble", "report", "auto", "api", "cli")
 FOUNDATION = ("config", "io", "errors")  # import nothing of the project's but each other
 HEAVY = ("torch", "optuna", "ray", "sqlalchemy", "plotly", "pandas")
 
