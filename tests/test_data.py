@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 import search.data.digits as data_module
 from search.data.digits import DataError, DigitData, Split, load_digits, stratified_split
+from search.data.kaggle_csv import MAX_ROWS, MAX_TEXT_BYTES
 
 PIXEL_HEADER = [f"pixel{i}" for i in range(784)]
 TRAIN_HEADER = ["label"] + PIXEL_HEADER
@@ -310,6 +312,29 @@ def test_truncated_gzip(kaggle_dir, tmp_path):
     message = load_error(kaggle_dir, tmp_path)
     assert message.startswith(f"{kaggle_dir / 'test.csv.gz'}: truncated or corrupt gzip")
     assert "re-download" in message
+
+
+def test_gzip_bomb_is_refused_after_inflating_no_more_than_a_digit_file_can_hold(kaggle_dir, tmp_path):
+    # A few KB that inflate to 4x the limit (1.3 GB): concatenated gzip members are one valid gzip file.
+    member = gzip.compress(b"\0" * (16 << 20), compresslevel=9)
+    members = -(-4 * MAX_TEXT_BYTES // (16 << 20))
+    write_kaggle_pair(kaggle_dir)
+    (kaggle_dir / "train.csv").unlink()
+    (kaggle_dir / "train.csv.gz").write_bytes(member * members)
+    tracemalloc.start()
+    try:
+        message = load_error(kaggle_dir, tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "train.csv.gz: inflates to more than 314 MB" in message and "100,000 rows" in message
+    assert peak < 1.5 * MAX_TEXT_BYTES, f"{peak / 1e6:.0f} MB held while inflating"
+
+
+def test_byte_limit_holds_max_rows_of_the_widest_valid_rows():
+    header = csv_bytes(TRAIN_HEADER, [], crlf=True, bom=True)
+    with_one_row = csv_bytes(TRAIN_HEADER, [[9] + [255] * 784], crlf=True, bom=True)
+    assert len(header) + MAX_ROWS * (len(with_one_row) - len(header)) <= MAX_TEXT_BYTES
 
 
 def test_gz_file_that_is_not_gzip(kaggle_dir, tmp_path):

@@ -2,6 +2,7 @@
 
 Valid files take a fast path (numpy's C parser). Only when that fails, or the values
 are out of range, does a slow line-by-line validator run to name the first bad cell.
+A gzipped file is inflated only as far as a valid one could reach (MAX_TEXT_BYTES).
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ PIXEL_COUNT = IMAGE_SIDE * IMAGE_SIDE
 PIXEL_COLUMNS = tuple(f"pixel{i}" for i in range(PIXEL_COUNT))
 TRAIN_COLUMNS = ("label",) + PIXEL_COLUMNS
 KAGGLE_URL = "https://www.kaggle.com/competitions/digit-recognizer/data"
+
+# A .gz is inflated only this far: a valid digit file can't be longer, and a few MB of gzip can
+# expand to many GB. 100,000 rows is over twice Kaggle's train.csv (42,000) and all of MNIST (70,000).
+MAX_ROWS = 100_000
+_WIDEST_ROW = len(TRAIN_COLUMNS) * len("255,") + 1  # every cell "255,"; the last one's comma is a CRLF
+MAX_TEXT_BYTES = len("\ufeff".encode()) + len(",".join(TRAIN_COLUMNS) + "\r\n") + MAX_ROWS * _WIDEST_ROW
+_INFLATE_CHUNK = 1 << 20
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _FIX_ROW = "fix the row or re-download the file from Kaggle"
@@ -81,18 +89,29 @@ def _parse_table(name: str, raw: bytes, *, labelled: bool) -> np.ndarray:
     raise DataError(f"{name}: could not be parsed as {len(columns)} integer columns; re-download it from Kaggle")
 
 
-def _decompress(name: str, raw: bytes) -> bytes:
+def _decompress(name: str, raw: bytes) -> bytes | bytearray:
+    """The file's text bytes: gzip is inflated in chunks, and refused once past MAX_TEXT_BYTES."""
     if not raw.startswith(_GZIP_MAGIC):
         if name.endswith(".gz"):
             raise DataError(f"{name}: not a gzip file (no gzip signature); re-download it")
         return raw
+    text = bytearray()
     try:
-        return gzip.decompress(raw)
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
+            while chunk := stream.read(_INFLATE_CHUNK):
+                text += chunk
+                if len(text) > MAX_TEXT_BYTES:
+                    raise DataError(
+                        f"{name}: inflates to more than {MAX_TEXT_BYTES / 1e6:.0f} MB, longer than a digit CSV of "
+                        f"{MAX_ROWS:,} rows can be ({len(TRAIN_COLUMNS)} values of at most 3 digits each); "
+                        f"not a Kaggle file (or a gzip bomb): re-download it, or decompress it yourself if it is "
+                        f"really that large")
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{name}: truncated or corrupt gzip ({exc}); re-download it") from exc
+    return text
 
 
-def _decode(name: str, data: bytes) -> str:
+def _decode(name: str, data: bytes | bytearray) -> str:
     if not data:
         raise DataError(f"{name}: contains no text; re-download it from Kaggle ({KAGGLE_URL})")
     head = data[:1024]
