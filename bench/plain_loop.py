@@ -4,7 +4,9 @@ fp32; a torch Dataset that augments ONE image at a time in __getitem__ (Pillow r
 rotation 10 deg, translate 0.1, scale 0.9..1.1, i.e. torchvision's RandomAffine, written with
 Pillow because torchvision is not installed), then to tensor and normalise; a DataLoader with
 batch 64, shuffle and the default num_workers=0; Adam lr 1e-3 with ReduceLROnPlateau; evaluation
-after every epoch. Both benchmarks import it, and the data and model helpers below.
+after every epoch. On a GPU (`device`) the model lives there and each batch is moved to it as it
+leaves the DataLoader, as the notebooks do. Both benchmarks import it, and the data and model
+helpers below.
 """
 
 from __future__ import annotations
@@ -122,12 +124,13 @@ class PlainEpoch:
     seconds: float  # wall time since the loop started
 
 
-def evaluate(model: nn.Module, loader: DataLoader) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) over the loader."""
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str = "cpu") -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) over the loader, each batch moved to `device` (the model's)."""
     model.eval()
     loss_sum, correct, count = 0.0, 0, 0
     with torch.no_grad():
         for x, y in loader:
+            x, y = x.to(device), y.to(device)  # no-ops on CPU
             logits = model(x)
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
             correct += (logits.argmax(1) == y).sum().item()
@@ -141,9 +144,11 @@ def train_plain(
     *,
     epochs: int,
     on_epoch: Callable[[PlainEpoch], None] | None = None,
+    device: torch.device | str = "cpu",
 ) -> list[PlainEpoch]:
-    """Train the notebook way for `epochs` epochs, evaluating after each; returns the history."""
+    """Train the notebook way for `epochs` epochs on `device`, evaluating after each; returns the history."""
     started = time.perf_counter()
+    model.to(device)
     train_loader = DataLoader(DigitDataset(split.train_images, split.train_labels, augment=True), batch_size=BATCH_SIZE, shuffle=True)
     val_loader = DataLoader(DigitDataset(split.val_images, split.val_labels, augment=False), batch_size=BATCH_SIZE)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
@@ -153,13 +158,14 @@ def train_plain(
         model.train()
         loss_sum, steps = 0.0, 0
         for x, y in train_loader:
+            x, y = x.to(device), y.to(device)
             optimizer.zero_grad()
             loss = F.cross_entropy(model(x), y)
             loss.backward()
             optimizer.step()
             loss_sum += loss.item()
             steps += 1
-        val_loss, val_accuracy = evaluate(model, val_loader)
+        val_loss, val_accuracy = evaluate(model, val_loader, device)
         scheduler.step(val_loss)
         history.append(PlainEpoch(epoch, loss_sum / steps, val_loss, val_accuracy, time.perf_counter() - started))
         if on_epoch is not None:
@@ -167,18 +173,28 @@ def train_plain(
     return history
 
 
-def plain_images_per_second(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, warmup_batches: int = 5) -> float:
-    """Training images/s of the loop above (loading + augmenting + stepping) over `images` after a warm-up."""
+def plain_images_per_second(
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    warmup_batches: int = 5,
+    device: torch.device | str = "cpu",
+) -> float:
+    """Training images/s of the loop above (loading + augmenting + moving to `device` + stepping) over
+    `images` after a warm-up. Each step reads its loss with .item(), as the loop does, so on a GPU the
+    clock stops only after the last step has run."""
     loader = DataLoader(DigitDataset(images, labels, augment=True), batch_size=BATCH_SIZE, shuffle=True)
+    model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     model.train()
     batches = iter(loader)
     for _ in range(warmup_batches):
         x, y = next(batches)
-        _plain_step(model, optimizer, x, y)
+        _plain_step(model, optimizer, x.to(device), y.to(device))
     started, count = time.perf_counter(), 0
     for x, y in batches:
-        _plain_step(model, optimizer, x, y)
+        _plain_step(model, optimizer, x.to(device), y.to(device))
         count += len(y)
     return count / (time.perf_counter() - started)
 

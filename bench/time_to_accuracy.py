@@ -3,6 +3,7 @@
     .venv/bin/python bench/time_to_accuracy.py                   # plain loop (8 epochs) then ours
     .venv/bin/python bench/time_to_accuracy.py --seeds 0 1 2     # ours with three seeds
     .venv/bin/python bench/time_to_accuracy.py --skip-plain      # ours only
+    .venv/bin/python bench/time_to_accuracy.py --device cuda     # both on a GPU
 
 The plain loop is the notebook recipe (bench/plain_loop.py) for up to 8 epochs, its clock started
 before the model is built (data loading excluded). Ours is the command a user runs,
@@ -18,8 +19,10 @@ import re
 import os
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from plain_loop import DEFAULT_DATA_DIR, Split, build_reference, load_split, train_plain
 from search.train.device import set_threads
@@ -54,8 +57,8 @@ class Outcome:
         return next((epoch for epoch, (_, accuracy) in enumerate(self.curve, 1) if accuracy >= TARGET), None)
 
 
-def run_plain(split: Split, epochs: int = PLAIN_EPOCHS) -> Outcome:
-    """The notebook loop on bn-cnn, timed from model build."""
+def run_plain(split: Split, epochs: int = PLAIN_EPOCHS, device: str = "cpu") -> Outcome:
+    """The notebook loop on bn-cnn on `device`, timed from model build."""
     started = time.perf_counter()
     model, _ = build_reference(REFERENCE)
     curve = []
@@ -64,24 +67,43 @@ def run_plain(split: Split, epochs: int = PLAIN_EPOCHS) -> Outcome:
         curve.append((time.perf_counter() - started, report.val_accuracy))
         print(f"  plain epoch {report.epoch}: val accuracy {report.val_accuracy:.4f} at {curve[-1][0]:.0f}s", flush=True)
 
-    train_plain(model, split, epochs=epochs, on_epoch=record)
+    train_plain(model, split, epochs=epochs, on_epoch=record, device=device)
     return Outcome("plain loop", curve)
 
 
-def run_ours(data_dir: str, epochs: int = OURS_EPOCHS, seed: int = 0) -> Outcome:
+def run_ours(
+    data_dir: str,
+    epochs: int = OURS_EPOCHS,
+    seed: int = 0,
+    device: str | None = None,
+    *,
+    cli: Sequence[str] = (str(CLI),),
+    extra_args: Sequence[str] = (),
+    cwd: str | Path | None = None,
+    env: dict[str, str] | None = None,
+    stderr: IO | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> Outcome:
     """`digit-search train --space cnn --reference bn-cnn` as a user runs it, timed from launch.
 
     Each epoch's time is when its line reaches us on the command's stdout, so the clock covers
     interpreter start, imports, loading the (cached) data, building the model and every epoch up
-    to that one with its validation.
+    to that one with its validation. `device` adds `--device` (None: the command's default);
+    `cli` is how digit-search is started (e.g. `python -m search.cli` where no venv script exists),
+    `extra_args` more options (e.g. `--limit 500`); cwd, env and stderr go to the process, and
+    on_line(line) sees every line of its output.
     """
-    command = [str(CLI), "train", "--space", "cnn", "--reference", REFERENCE, "--data", data_dir,
+    command = [*cli, "train", "--space", "cnn", "--reference", REFERENCE, "--data", data_dir,
                "--epochs", str(epochs), "--seed", str(seed)]
+    command += ["--device", device] if device is not None else []
+    command += list(extra_args)
     started = time.perf_counter()
     curve, summary = [], ""
-    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, bufsize=1) as process:
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, bufsize=1, cwd=cwd, env=env, stderr=stderr) as process:
         for line in process.stdout:
             seen = time.perf_counter() - started
+            if on_line is not None:
+                on_line(line)
             epoch = EPOCH_LINE.match(line)
             if epoch:
                 curve.append((seen, float(epoch["accuracy"]) / 100))
@@ -102,14 +124,16 @@ def main() -> None:
     parser.add_argument("--plain-epochs", type=int, default=PLAIN_EPOCHS)
     parser.add_argument("--skip-plain", action="store_true")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N for both sides (default: the plain loop on "
+                        "cpu, ours on the command's default device)")
     args = parser.parse_args()
 
     set_threads(args.threads)
     split = load_split(args.data)
     print(f"{len(split.train_labels)} train / {len(split.val_labels)} val digits; target {TARGET:.1%}; "
           f"load average before {_load_average()}", flush=True)
-    outcomes = [] if args.skip_plain else [run_plain(split, args.plain_epochs)]
-    outcomes += [run_ours(args.data, args.epochs, seed) for seed in args.seeds]
+    outcomes = [] if args.skip_plain else [run_plain(split, args.plain_epochs, args.device or "cpu")]
+    outcomes += [run_ours(args.data, args.epochs, seed, args.device) for seed in args.seeds]
 
     # Two baselines: the plain loop's first epoch at 99.5%, and its whole run (the issue's "8 epochs,
     # about 6 minutes"); the target is a third of the plain time.
