@@ -1,11 +1,14 @@
 """MNIST-style preprocessing of arbitrary digit images, checked against real MNIST digits re-rendered."""
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from search.data.digits import load_digits
-from search.data.digit_image import BOX, CENTRE, load_digit, read_image, to_mnist
+from search.data.digit_image import BOX, CENTRE, MAX_PIXELS, load_digit, read_image, to_mnist
 from search.errors import UserError
 
 
@@ -129,3 +132,38 @@ def _png_bytes() -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def blank_png(width: int, height: int) -> bytes:
+    """A valid 1-bit grayscale PNG of width x height zeros: a few kB that decode to width*height pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" + bytes((width + 7) // 8)  # filter byte, then the packed bits
+    compressor = zlib.compressobj(9)
+    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [20000, 12000, 4097])
+def test_a_huge_image_is_refused_from_its_header_before_decoding(tmp_path, monkeypatch, capsys, side):
+    """A 20000x20000 PNG is a decompression bomb to Pillow; 12000x12000 passes Pillow but needed 3.6 GB."""
+    path = tmp_path / "huge.png"
+    path.write_bytes(blank_png(side, side))
+    assert path.stat().st_size < 200_000
+
+    def no_decoding(self):
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    with pytest.raises(UserError, match=r"huge\.png: .*more than 16\.8 megapixels \(4096x4096\) are refused") as caught:
+        read_image(path)
+    assert "\n" not in str(caught.value)
+    assert "DecompressionBomb" not in capsys.readouterr().err  # Pillow's warning is not printed either
+
+
+def test_the_size_limit_is_documented_and_an_ordinary_photo_passes(tmp_path):
+    assert MAX_PIXELS == 4096 * 4096
+    Image.fromarray(np.eye(300, dtype=np.uint8) * 255).resize((4000, 3000)).save(tmp_path / "photo.png")
+    assert load_digit(tmp_path / "photo.png").shape == (28, 28)

@@ -8,6 +8,7 @@ the box and centred by centre of mass.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +24,26 @@ CENTRE = 14.0
 # Ink fainter than this fraction of the strongest stroke is treated as background noise
 # (JPEG ringing, paper texture), so it neither widens the crop nor pulls the centre of mass.
 NOISE_FLOOR = 0.1
+# Largest image read: 4096x4096 (16.8 megapixels) is far more than one digit needs. The size is
+# checked from the file's header, before any pixel is decoded, so a small file that claims
+# gigapixels (a decompression bomb) costs nothing.
+MAX_PIXELS = 4096 * 4096
+TOO_LARGE = "images of more than 16.8 megapixels (4096x4096) are refused; crop or scale it down to the digit"
 
 
 def read_image(path: str | Path) -> np.ndarray:
     """A PNG/JPEG (or anything Pillow reads) as (H, W) float64 gray levels 0..255; UserError naming the file."""
     path = Path(path)
     try:
-        with Image.open(path) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
+        with warnings.catch_warnings():
+            # Pillow only warns between its own limit and twice that; here both are refusals
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                check_size(path, image.size)
+                image.load()
+                image = ImageOps.exif_transpose(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UserError(f"{path}: {TOO_LARGE}") from None
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -43,6 +55,13 @@ def read_image(path: str | Path) -> np.ndarray:
     except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt files
         raise UserError(f"{path}: not a readable image ({err}); give a PNG or JPEG file") from None
     return to_gray(image)
+
+
+def check_size(path: Path, size: tuple[int, int]) -> None:
+    """Refuse an image of more than MAX_PIXELS pixels, from the (width, height) its header claims."""
+    width, height = size
+    if width * height > MAX_PIXELS:
+        raise UserError(f"{path}: {width}x{height} pixels; {TOO_LARGE}")
 
 
 def to_gray(image: Image.Image) -> np.ndarray:
