@@ -1,5 +1,6 @@
 """The Kaggle submission file and its lineage: format, atomic write, refusals."""
 
+import hashlib
 import json
 import os
 
@@ -8,7 +9,7 @@ import pytest
 
 from search.ensemble import submission
 from search.errors import UserError
-from search.ensemble.submission import HEADER, check_submission, lineage_path, write_submission
+from search.ensemble.submission import HEADER, check_submission, lineage_path, lineage_problem, write_submission
 
 
 def test_submission_has_header_ids_from_one_and_one_row_per_image(tmp_path):
@@ -103,3 +104,45 @@ def test_bad_out_paths_are_user_errors_naming_the_path(tmp_path, name, message):
 
 def test_versions_name_the_packages_behind_a_prediction():
     assert {"python", "torch", "numpy", "optuna", "digit-search"} <= set(submission.versions())
+
+
+def test_the_lineage_records_the_hash_of_its_submission_so_a_stale_pair_is_detected(tmp_path):
+    csv_path, json_path = write_submission(tmp_path / "s.csv", np.array([3, 1, 4]), {"method": "greedy"})
+    lineage = json.loads(json_path.read_text())
+    assert lineage["submission_sha256"] == hashlib.sha256(csv_path.read_bytes()).hexdigest()
+    assert lineage_problem(csv_path) is None
+    csv_path.write_text(HEADER + "\n1,3\n2,1\n3,5\n")  # a newer submission, its lineage not yet written
+    assert "records another submission than s.csv" in lineage_problem(csv_path)
+    json_path.unlink()
+    assert "cannot compare" in lineage_problem(csv_path)
+
+
+def test_the_submission_is_renamed_into_place_before_its_lineage(tmp_path, monkeypatch):
+    renamed = []
+    real_replace = os.replace
+
+    def recording_replace(source, target):
+        renamed.append(os.path.basename(target))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", recording_replace)
+    write_submission(tmp_path / "submission.csv", np.arange(10), {})
+    assert renamed == ["submission.csv", "submission.json"]
+
+
+def test_a_kill_between_the_two_renames_leaves_a_detectably_stale_lineage(tmp_path, monkeypatch):
+    write_submission(tmp_path / "s.csv", np.array([1, 2]), {"run": 1})
+    real_replace = os.replace
+
+    def killed_before_the_lineage(source, target):
+        if str(target).endswith(".json"):
+            raise KeyboardInterrupt
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", killed_before_the_lineage)
+    with pytest.raises(KeyboardInterrupt):
+        write_submission(tmp_path / "s.csv", np.array([7, 7]), {"run": 2})
+    assert (tmp_path / "s.csv").read_text() == HEADER + "\n1,7\n2,7\n"
+    assert json.loads((tmp_path / "s.json").read_text())["run"] == 1
+    assert lineage_problem(tmp_path / "s.csv") is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv", "s.json"]

@@ -1,27 +1,28 @@
 """The Kaggle submission file (`ImageId,Label`) and the lineage JSON written beside it.
 
-Both are written to a temporary file in the target directory, checked, then renamed into place,
-so a failed or interrupted run never leaves a partial submission behind.
+Each is written through search.io (temporary file, checked, renamed into place), the submission
+first: the lineage records the submission's SHA-256, so a lineage beside a submission it does not
+describe (a run killed between the two renames) is detectable, never silently paired.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
-import tempfile
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
+from search.config import NUM_CLASSES
 from search.errors import UserError
+from search.io import commit, staged_file, write_text
 
 HEADER = "ImageId,Label"
-NUM_CLASSES = 10
 
 
 def lineage_path(submission: str | Path) -> Path:
@@ -65,20 +66,35 @@ def check_submission(path: Path, rows: int) -> None:
 
 
 def write_submission(path: str | Path, labels: np.ndarray, lineage: dict[str, Any]) -> tuple[Path, Path]:
-    """Write the submission and its lineage atomically; returns (csv path, json path)."""
+    """Write the submission, then its lineage (with the submission's SHA-256), each atomically; returns (csv path, json path)."""
     path = check_out_path(path)
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) == 0:
         raise ValueError(f"labels must be a non-empty 1-D array, got shape {labels.shape}")
+    csv_bytes = submission_text(labels).encode("ascii")
     json_path = lineage_path(path)
-    json_text = json.dumps({"submission": path.name, "rows": len(labels), **lineage}, indent=2, default=_plain) + "\n"
-    with _staged(path) as staged_csv, _staged(json_path) as staged_json:
-        staged_csv.write_text(submission_text(labels), encoding="ascii")
+    record = {"submission": path.name, "rows": len(labels), "submission_sha256": hashlib.sha256(csv_bytes).hexdigest(), **lineage}
+    json_text = json.dumps(record, indent=2, default=_plain) + "\n"  # before any write: an unserialisable lineage writes nothing
+    with staged_file(path) as staged_csv:
+        staged_csv.write_bytes(csv_bytes)
         check_submission(staged_csv, len(labels))
-        staged_json.write_text(json_text, encoding="utf-8")
-        os.replace(staged_json, json_path)
-        os.replace(staged_csv, path)
+        commit(staged_csv, path)
+    write_text(json_path, json_text)
     return path, json_path
+
+
+def lineage_problem(submission: str | Path) -> str | None:
+    """Why the lineage beside `submission` does not describe it (missing, unreadable, another file's hash), or None."""
+    submission = Path(submission)
+    json_path = lineage_path(submission)
+    try:
+        recorded = json.loads(json_path.read_text(encoding="utf-8")).get("submission_sha256")
+        actual = hashlib.sha256(submission.read_bytes()).hexdigest()
+    except (OSError, ValueError, AttributeError) as err:
+        return f"cannot compare {submission.name} with {json_path.name} ({type(err).__name__})"
+    if recorded != actual:
+        return f"{json_path.name} records another submission than {submission.name} (SHA-256 {str(recorded)[:12]}, file {actual[:12]})"
+    return None
 
 
 def versions() -> dict[str, str]:
@@ -94,18 +110,6 @@ def versions() -> dict[str, str]:
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-@contextmanager
-def _staged(target: Path) -> Iterator[Path]:
-    """A temporary file beside `target` (same file system, so renaming is atomic), removed unless renamed."""
-    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(handle)
-    os.chmod(name, 0o644)  # mkstemp makes files private; a submission need not be
-    try:
-        yield Path(name)
-    finally:
-        Path(name).unlink(missing_ok=True)
 
 
 def _plain(value: Any) -> Any:
