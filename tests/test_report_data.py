@@ -2,6 +2,7 @@
 
 import datetime
 import json
+from dataclasses import replace
 import math
 import re
 
@@ -13,10 +14,12 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState, create_trial
 
 from search.cli.main import main
-from search.report.build import LoadedStudy, newest_matching_ensemble
+from search.report import build
+from search.report.build import LoadedStudy, csv_text, newest_matching_ensemble
 from search.report.data import (
     MIN_TRIALS_FOR_IMPORTANCE,
     best_per_family,
+    by_family,
     class_scores,
     compute_seconds,
     confusion_matrix,
@@ -28,11 +31,22 @@ from search.report.data import (
     parallel_coordinates,
     param_axis,
     param_importances,
+    plain_float,
     plotted_params,
     slices,
     study_data,
     trial_points,
     trials_table,
+)
+from search.report.figures import (
+    TRIAL_COLORSCALE,
+    accuracy_range,
+    accuracy_scatter_figure,
+    class_scores_figure,
+    curves_figure,
+    history_figure,
+    importance_figure,
+    slice_figure,
 )
 from search.report.figures import log_ticks
 from search.report.page import Report, render_page
@@ -198,14 +212,43 @@ def test_compute_is_summed_per_state(mixed):
 
 
 def test_trials_table_has_every_trial_and_a_column_per_param(mixed):
-    header, rows = trials_table({"a": mixed})
+    table = trials_table({"a": mixed, "none yet": [], "b": [trial(0, value=0.5, width=9)]})
+    header = list(table.columns)
     assert header[:4] == ["study", "number", "state", "value"]
+    assert header[header.index("fail_reason") + 1] == "pruned_reason"  # today's columns, then the new one
     assert header[-4:] == ["param:cnn.depth", "param:cnn.width", "param:train.lr", "param:train.optimizer"]
-    assert len(rows) == 6
-    failed = rows[3]
-    assert failed[2] == "fail" and failed[header.index("fail_reason")] == "FloatingPointError: nan"
-    assert rows[0][header.index("param:cnn.depth")] is None and rows[2][header.index("param:cnn.depth")] == 2
-    assert rows[0][header.index("duration_seconds")] == 60.0 and rows[5][header.index("last_epoch")] == 2
+    assert len(table) == 7 and list(table["study"]) == ["a"] * 6 + ["b"]
+    assert list(table["number"]) == [0, 1, 2, 3, 4, 5, 0]
+    failed = table.iloc[3]
+    assert failed["state"] == "fail" and failed["fail_reason"] == "FloatingPointError: nan"
+    assert table["param:cnn.depth"].isna().tolist() == [True, True, False, True, True, True, True]
+    assert table.iloc[2]["param:cnn.depth"] == 2
+    assert table.iloc[0]["duration_seconds"] == 60.0 and table.iloc[5]["last_epoch"] == 2
+    assert list(trials_table({}).columns) == header[: header.index("pruned_reason") + 1]  # no trials: the header alone
+
+
+def test_plain_float_drops_float32_noise_and_keeps_float64_digits():
+    assert plain_float(float(np.float32(0.7725))) == "0.7725"  # 0.7724999785423279 as stored
+    assert plain_float(0.1) == "0.1" and plain_float(0.5) == "0.5"
+    assert plain_float(0.0012345678901234) == "0.0012345678901234"  # not a float32: every digit kept
+    assert plain_float(1e-7) == "1e-07"
+
+
+def test_the_trials_csv_prints_plain_numbers_and_the_pruned_reason(mixed):
+    noisy = float(np.float32(0.7725))
+    trials = [
+        trial(0, value=noisy, curve={1: float(np.float32(0.5)), 2: noisy}),
+        trial(1, TrialState.PRUNED, attrs={"pruned_reason": "over --trial-timeout 60s: epoch 2 took 75s"}),
+        trial(2, value=0.95, depth=3),  # cnn.depth is conditional: a whole number where present, empty elsewhere
+    ]
+    text = csv_text(trials_table({"cnn": trials}))
+    lines = text.splitlines()
+    header = lines[0].split(",")
+    rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
+    assert "0.7724999785423279" not in text and rows[0]["value"] == "0.7725"
+    assert rows[1]["pruned_reason"] == "over --trial-timeout 60s: epoch 2 took 75s" and rows[1]["value"] == ""
+    assert [r["param:cnn.depth"] for r in rows] == ["", "", "3"]  # not 3.0
+    assert [r["params"] for r in rows] == ["16000"] * 3 and rows[0]["param:train.lr"] == "0.001"
 
 
 # ---- the ensemble ------------------------------------------------------------------------------
@@ -258,6 +301,75 @@ def test_log_ticks_are_round_and_few():
     assert len(log_ticks(1e-6, 1e3)) <= 5
 
 
+def one_trial_history():
+    return optimization_history([trial(0, value=float(np.float32(0.7725)))])
+
+
+def test_a_one_trial_study_has_sensible_axes():
+    history = history_figure(one_trial_history(), {"cnn": "#1f77b4"})
+    low, high = history.layout.yaxis.range
+    assert 0.7 < low < 0.7725 < high < 0.85  # not -50% to 100%
+    left, right = history.layout.xaxis.range
+    assert -1 < left < 0 < right < 1 and history.layout.xaxis.dtick == 1  # trial 0 alone: no trial -1 or 0.5 ticks
+    curves = curves_figure(learning_curves([trial(0, value=0.9, curve={1: 0.9})]))
+    assert curves.layout.xaxis.range[0] > 0 and curves.layout.xaxis.range[1] < 2  # epoch 1 alone
+    assert 0.8 < curves.layout.yaxis.range[0] < 0.9 < curves.layout.yaxis.range[1] <= 1.0
+    points = trial_points({"a": [trial(0, value=0.9)]})
+    scatter = accuracy_scatter_figure(by_family(points), {}, "params", "parameters")
+    assert 0.8 < scatter.layout.yaxis.range[0] < 0.9 < scatter.layout.yaxis.range[1] < 1.0
+
+
+def test_accuracy_ranges_hold_their_points_inside_0_and_1():
+    assert accuracy_range([0.2, 0.9]) == pytest.approx([0.13, 0.97])
+    assert accuracy_range([0.995, 1.0]) == pytest.approx([0.985, 1.0])  # never above 100%
+    assert accuracy_range([0.004]) == pytest.approx([0.0, 0.014])  # never below 0%
+    assert accuracy_range([None]) == [0.0, 1.0]
+    many_history = history_figure(optimization_history(many(40)), {})
+    assert many_history.layout.xaxis.range[0] < 0 < 39 < many_history.layout.xaxis.range[1] and many_history.layout.xaxis.dtick is None
+
+
+def test_per_class_bars_start_at_zero():
+    scores = class_scores([[84, 16], [1, 99]])
+    assert min(s.recall for s in scores) == 0.84
+    assert class_scores_figure(scores).layout.yaxis.range == (0.0, 1.0)
+
+
+def relative_luminance(color: str) -> float:
+    red, green, blue = (int(c) / 255 for c in re.findall(r"\d+", color))
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in (red, green, blue)]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def test_slice_markers_of_early_trials_stand_out_on_white():
+    figure = slice_figure(slices(many(12), ["train.lr"]))
+    marker = figure.data[0].marker
+    assert marker.cmin == 0 and 0 in marker.color  # trial 0 is drawn at the scale's low end
+    stops = [color for _, color in marker.colorscale]
+    assert [position for position, _ in marker.colorscale] == [position for position, _ in TRIAL_COLORSCALE]
+    # WCAG's 3:1 for graphics against the white plot, at every stop, the lowest included
+    assert all(1.05 / (relative_luminance(color) + 0.05) >= 3 for color in stops)
+    assert relative_luminance(stops[0]) > relative_luminance(stops[-1])  # still light to dark: later trials darker
+    assert figure.layout.yaxis.range[0] > 0.5  # the accuracy range, not 0% to 100%
+
+
+def test_importances_are_a_short_card_and_absent_ones_a_line():
+    importances = param_importances(many(40))
+    short = importance_figure(replace(importances, names=importances.names[:2], values=importances.values[:2]))
+    # as tall as its bars, where it used to be 380 px whatever their number
+    assert short.layout.height < importance_figure(importances).layout.height < 200
+    # one parameter alone leaves nothing to rank: no figure, a reason
+    single = [trial(n, value=0.9 + n / 1000, lr=10 ** (-4 + n / 10)) for n in range(12)]
+    for t in single:
+        t.params = {"train.lr": t.params["train.lr"]}
+        t.distributions = {"train.lr": LR}
+    data = study_data("lr-only", {}, single)
+    assert data.importances is None and data.missing["importances"].startswith("nothing to rank")
+    html = page_of({"few": many(MIN_TRIALS_FOR_IMPORTANCE - 1)})
+    section = html[html.index('id="study-few"') :]
+    assert "<h3>Hyperparameter importances</h3>" not in section  # no card as tall as the slice plot beside it
+    assert re.search(r'<div class="absent note"><ul><li><b>Hyperparameter importances</b>: parameter importances need at least', section)
+
+
 def page_of(trials_by_study, ensemble=None) -> str:
     studies = [study_data(name, {"space": name}, trials) for name, trials in trials_by_study.items()]
     return render_page(
@@ -288,6 +400,10 @@ def test_a_page_of_studies_without_completed_trials_renders_notes(mixed):
     assert "no study has a completed trial yet" in html
     assert "has no trials yet" in html and "no trial has completed yet" in html
     assert "no saved ensemble of these studies" in html
+    # a study without trials: one line for the five figures, not five cards saying the same
+    new = html[html.index('id="study-new"') : html.index('id="study-stuck"')]
+    assert new.count("has no trials yet") == 1 and "<h3>" not in new
+    assert "<b>Optimisation history, Learning curves, Parallel coordinates, Hyperparameter importances, Slice plot</b>" in new
 
 
 # ---- the command's edges: one line, exit 2 -----------------------------------------------------
@@ -313,6 +429,7 @@ def test_report_writes_the_page_and_the_csv(database, tmp_path, capsys):
     assert "Study cnn" in html and "Study empty" in html and "has no trials yet" in html
     assert table[0].read_text(encoding="utf-8").count("\n") == 1 + 6
     assert not list(out.glob(".*"))  # no staging file left behind
+    assert oct(page[0].stat().st_mode & 0o777) == oct(0o644)  # written by search.io, readable by others
 
 
 @pytest.mark.parametrize(
@@ -334,6 +451,29 @@ def test_report_errors_are_one_line_with_exit_2(database, tmp_path, capsys, args
     assert main(["report", "--out", str(tmp_path / "reports"), *args] if "--out" not in args else ["report", *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("digit-search report: error: ") and message in err
+    assert not (tmp_path / "reports").exists()  # a failed report leaves no empty folder behind
+
+
+def test_a_report_that_fails_while_writing_removes_what_it_wrote_and_created(database, tmp_path, capsys, monkeypatch):
+    written = []
+
+    def full_disk(path, text):
+        if str(path).endswith(".html"):
+            raise OSError(28, "No space left on device")
+        written.append(path)
+        return original(path, text)
+
+    original = build.write_text
+    monkeypatch.setattr(build, "write_text", full_disk)
+    out = tmp_path / "new" / "reports"
+    assert main(["report", "--storage", database, "--out", str(out)]) == 2
+    assert "cannot write the report (No space left on device)" in capsys.readouterr().err
+    assert len(written) == 1 and not written[0].exists()  # the CSV went too
+    assert not (tmp_path / "new").exists()  # and both folders this run created
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    assert main(["report", "--storage", database, "--out", str(kept)]) == 2
+    assert kept.is_dir() and list(kept.iterdir()) == []  # a folder that was there stays
 
 
 def test_dashboard_spec_checks_its_options():

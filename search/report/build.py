@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -16,6 +13,7 @@ from typing import Any, TextIO
 
 import numpy as np
 import optuna
+import pandas as pd
 import torch
 from optuna.trial import FrozenTrial
 
@@ -24,9 +22,10 @@ from search.ensemble.candidates import load_matching_data
 from search.data.digits import EMBEDDED_SOURCE
 from search.ensemble.selection import apply_temperature, blend
 from search.errors import UserError
-from search.report.data import EnsembleData, compute_seconds, ensemble_data, study_data, trial_points, trials_table
+from search.report.data import EnsembleData, compute_seconds, ensemble_data, plain_float, study_data, trial_points, trials_table
 from search.report.page import Report, render_page
 from search.config import ReportSpec
+from search.io import write_text
 from search.ensemble.saved import MANIFEST, load_ensemble, member_temperature
 from search.study.storage import check_database_exists, check_study_names, open_storage, parse_storage_url, redacted
 
@@ -51,7 +50,6 @@ def run_report(spec: ReportSpec, out: TextIO | None = None) -> ReportFiles:
     out = out or sys.stdout
     started = time.perf_counter()
     out_dir = check_out_dir(spec.out)
-    check_database_exists(spec.storage)
     studies = load_studies(spec)
     trials_by_study = {s.name: s.trials for s in studies}
 
@@ -69,9 +67,7 @@ def run_report(spec: ReportSpec, out: TextIO | None = None) -> ReportFiles:
         ensemble_note=ensemble_note,
         table_file=table_path.name,
     )
-    header, rows = trials_table(trials_by_study)
-    write_atomically(table_path, csv_text(header, rows))
-    write_atomically(page_path, render_page(report))
+    write_files(out_dir, {table_path: csv_text(trials_table(trials_by_study)), page_path: render_page(report)})
     seconds = time.perf_counter() - started
     total = sum(len(s.trials) for s in studies)
     out.write(
@@ -82,21 +78,26 @@ def run_report(spec: ReportSpec, out: TextIO | None = None) -> ReportFiles:
 
 
 def check_out_dir(text: str) -> Path:
-    """The output folder, created if missing; UserError when that fails or it is not writable."""
+    """The output folder, checked before any work: UserError when it is a file or cannot be created or written.
+
+    Nothing is created here: the folder is made when the files are written, so a failed report leaves none.
+    """
     folder = Path(text)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"--out {text!r} is a file; give a directory, e.g. reports/")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"--out {text!r}: cannot create it ({err.strerror or err})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"--out {text!r} is not writable; choose another directory")
+    existing = next(p for p in [folder.absolute(), *folder.absolute().parents] if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"--out {text!r}: cannot create it ({existing} is not a directory)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        if existing == folder.absolute():
+            raise UserError(f"--out {text!r} is not writable; choose another directory")
+        raise UserError(f"--out {text!r}: cannot create it (no permission to write in {existing})")
     return folder
 
 
 def load_studies(spec: ReportSpec) -> list[LoadedStudy]:
-    """The chosen studies (all when none named), each with its trials read once."""
+    """The chosen studies (all when none named), each with its trials read once; UserError for a missing database or study."""
+    check_database_exists(spec.storage)
     storage = open_storage(spec.storage)
     loaded = []
     for name in check_study_names(storage, spec.study_names, spec.storage):
@@ -221,21 +222,28 @@ def stored_ensemble_probabilities(spec: ReportSpec, manifest: dict[str, Any], st
 # ---- writing -----------------------------------------------------------------------------------
 
 
-def csv_text(header: list[str], rows: list[list[Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows([["" if cell is None else cell for cell in row] for row in rows])
-    return buffer.getvalue()
+def csv_text(table: pd.DataFrame) -> str:
+    """The trials table as CSV: empty cells for missing values, floats without float32 noise."""
+    return table.to_csv(index=False, lineterminator="\n", float_format=plain_float)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write beside `path` and rename, so a reader never sees half a file."""
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def write_files(folder: Path, texts: dict[Path, str]) -> None:
+    """Write each file into `folder` atomically, creating the folder; a failure removes what this call wrote and created."""
+    folder = folder.absolute()
+    created = [p for p in [folder, *folder.parents] if not p.exists()]  # deepest first
+    written: list[Path] = []
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(name, 0o644)  # mkstemp makes files private; a report need not be
-        os.replace(name, path)
-    finally:
-        Path(name).unlink(missing_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        for path, text in texts.items():
+            written.append(write_text(path, text))
+    except BaseException as err:
+        for path in written:
+            path.unlink(missing_ok=True)
+        for path in created:
+            try:
+                path.rmdir()  # only ever empty: a folder someone else filled meanwhile stays
+            except OSError:
+                break
+        if isinstance(err, OSError):
+            raise UserError(f"--out {folder}: cannot write the report ({err.strerror or err})") from None
+        raise

@@ -11,16 +11,18 @@ import math
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import optuna
+import pandas as pd
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from search.config import NUM_CLASSES
 from search.study.states import STATES, count_states, state_name
+from search.study.trial_attrs import FAIL_REASON_ATTR, PRUNED_REASON_ATTR
 
 # PED-ANOVA compares the best trials against all; with fewer it has nothing to compare.
 MIN_TRIALS_FOR_IMPORTANCE = 10
@@ -120,7 +122,7 @@ def param_importances(trials: list[FrozenTrial], direction: StudyDirection = Stu
     with warnings.catch_warnings():  # "too few trials in a regime" for rare conditional params
         warnings.simplefilter("ignore")
         found = optuna.importance.get_param_importances(study, evaluator=evaluator)
-    if not found:
+    if len(found) < 2:  # one parameter is trivially all the importance: nothing to rank
         return None
     return Importances(names=list(found), values=[float(v) for v in found.values()], trials=len(done))
 
@@ -253,7 +255,11 @@ def missing_parts(data: StudyData, trials: list[FrozenTrial]) -> dict[str, str]:
     if not data.curves:
         missing["curves"] = "no trial has reported a validation accuracy for an epoch yet"
     if data.importances is None:
-        missing["importances"] = f"parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} completed trials, the study has {done}; {run_more}"
+        if done < MIN_TRIALS_FOR_IMPORTANCE:
+            missing["importances"] = f"parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} completed trials, the study has {done}; {run_more}"
+        else:
+            varied = sorted({name for t in completed(trials) for name in t.params})
+            missing["importances"] = f"nothing to rank: importances compare parameters, and the completed trials have {len(varied)} ({', '.join(varied) or 'none'})"
     if data.parallel is None:
         missing["parallel"] = "parallel coordinates need a completed trial with parameters" if done else missing["history"]
     if not data.slices:
@@ -301,17 +307,29 @@ def trial_points(trials_by_study: dict[str, list[FrozenTrial]]) -> list[TrialPoi
     return points
 
 
-def best_per_family(points: list[TrialPoint]) -> list[TrialPoint]:
-    """The best completed trial of each family, best family first (ties: fewer known parameters)."""
+def best_by(points: list[TrialPoint], key: Callable[[TrialPoint], str]) -> list[TrialPoint]:
+    """The best completed trial of each group (`key`: its family, its study), best first; ties: fewer known parameters, then name."""
     def rank(point: TrialPoint) -> tuple[float, float]:
         return point.value, -(point.params if point.params is not None else math.inf)
 
     best: dict[str, TrialPoint] = {}
     for point in points:
-        current = best.get(point.family)
+        current = best.get(key(point))
         if current is None or rank(point) > rank(current):
-            best[point.family] = point
-    return sorted(best.values(), key=lambda p: (-p.value, p.family))
+            best[key(point)] = point
+    return sorted(best.values(), key=lambda p: (tuple(-r for r in rank(p)), key(p)))
+
+
+def best_per_family(points: list[TrialPoint]) -> list[TrialPoint]:
+    """The best completed trial of each family, best family first (ties: fewer known parameters)."""
+    return best_by(points, lambda p: p.family)
+
+
+def count_text(params: int | None) -> str:
+    """A parameter count as people read it: 84.2k, 1.23M, ? when unknown."""
+    if params is None:
+        return "?"
+    return f"{params / 1e6:.2f}M" if params >= 1e6 else f"{params / 1e3:.1f}k"
 
 
 def by_family(points: list[TrialPoint]) -> dict[str, list[TrialPoint]]:
@@ -334,53 +352,67 @@ def compute_seconds(trials: list[FrozenTrial]) -> dict[str, float]:
 
 # ---- the trials table --------------------------------------------------------------------------
 
-TABLE_COLUMNS = (
-    "study",
-    "number",
-    "state",
-    "value",
-    "family",
-    "params",
-    "train_seconds",
-    "images_per_second",
-    "duration_seconds",
-    "last_epoch",
-    "device",
-    "hostname",
-    "seed",
-    "fail_reason",
-)
+# CSV column -> the trials_dataframe() column it comes from; `param:NAME` columns follow these.
+TABLE_COLUMNS = {
+    "study": "study",  # added per study
+    "number": "number",
+    "state": "state",
+    "value": "value",
+    "family": "user_attrs_family",
+    "params": "user_attrs_params",
+    "train_seconds": "user_attrs_train_seconds",
+    "images_per_second": "user_attrs_images_per_second",
+    "duration_seconds": "duration",
+    "last_epoch": "last_step",
+    "device": "user_attrs_device",
+    "hostname": "user_attrs_hostname",
+    "seed": "user_attrs_seed",
+    "fail_reason": f"user_attrs_{FAIL_REASON_ATTR}",
+    "pruned_reason": f"user_attrs_{PRUNED_REASON_ATTR}",
+}
+_FRAME_ATTRS = ("number", "state", "value", "duration", "last_step", "user_attrs", "params")
+_STATE_NAMES = {state.name: state_name(state) for state in TrialState}
 
 
-def trials_table(trials_by_study: dict[str, list[FrozenTrial]]) -> tuple[list[str], list[list[Any]]]:
-    """Header and rows of every trial of every study; each Optuna param gets a `param:NAME` column."""
-    param_names = sorted({name for trials in trials_by_study.values() for t in trials for name in t.params})
-    header = [*TABLE_COLUMNS, *(f"param:{name}" for name in param_names)]
-    rows = []
-    for study, trials in trials_by_study.items():
-        for t in sorted(trials, key=lambda t: t.number):
-            duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_start and t.datetime_complete else None
-            attrs = t.user_attrs
-            rows.append(
-                [
-                    study,
-                    t.number,
-                    state_name(t.state),
-                    t.value,
-                    attrs.get("family"),
-                    attrs.get("params"),
-                    attrs.get("train_seconds"),
-                    attrs.get("images_per_second"),
-                    None if duration is None else round(duration, 3),
-                    t.last_step,
-                    attrs.get("device"),
-                    attrs.get("hostname"),
-                    attrs.get("seed"),
-                    attrs.get("fail_reason"),
-                    *(t.params.get(name) for name in param_names),
-                ]
-            )
-    return header, rows
+def trials_table(trials_by_study: dict[str, list[FrozenTrial]]) -> pd.DataFrame:
+    """Every trial of every study, one row each, from Optuna's trials_dataframe(); a `param:NAME` column per param.
+
+    Whole-number columns (counts, seeds, int params missing from some trials) are integers, not 3.0.
+    """
+    frames = [_study_frame(study, trials) for study, trials in trials_by_study.items() if trials]
+    params = sorted({column for frame in frames for column in frame.columns if column.startswith("params_")})
+    columns = {**TABLE_COLUMNS, **{f"param:{c.removeprefix('params_')}": c for c in params}}
+    if not frames:
+        return pd.DataFrame(columns=list(columns))
+    table = pd.concat(frames, ignore_index=True).reindex(columns=list(columns.values()))
+    table.columns = list(columns)
+    return table.convert_dtypes()
+
+
+def _study_frame(study: str, trials: list[FrozenTrial]) -> pd.DataFrame:
+    """One study's trials as the table's columns, from the dataframe Optuna builds."""
+    ordered = sorted(trials, key=lambda t: t.number)
+    # trials_dataframe() belongs to a Study: an in-memory one holding the trials already read keeps
+    # the database from being read twice, and the table to the page's snapshot.
+    holder = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    holder.add_trials(ordered)
+    frame = holder.trials_dataframe(attrs=_FRAME_ATTRS)
+    frame["number"] = [t.number for t in ordered]  # add_trials numbers them afresh
+    frame["study"] = study
+    frame["state"] = frame["state"].map(_STATE_NAMES)
+    frame["duration"] = pd.to_timedelta(frame["duration"]).dt.total_seconds().round(3)
+    return frame
+
+
+def plain_float(value: float) -> str:
+    """A float for a CSV cell, without the noise of float32 arithmetic: 0.7725, not 0.7724999785423279.
+
+    A value that is exactly a float32 (as accuracies computed in float32 are) prints as the shortest
+    text that reads back as that float32; any other as the shortest that reads back as itself.
+    """
+    value = float(value)
+    single = np.float32(value)
+    return repr(float(str(single))) if math.isfinite(value) and float(single) == value else repr(value)
 
 
 # ---- the ensemble ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 import plotly.graph_objects as go
-from plotly.colors import qualitative
+from plotly.colors import qualitative, sequential
 from plotly.subplots import make_subplots
 
 from search.report.data import (
@@ -22,6 +22,7 @@ from search.report.data import (
     Parallel,
     Slice,
     TrialPoint,
+    count_text,
 )
 
 HEIGHT = 380
@@ -29,6 +30,34 @@ MAX_IMPORTANCE_BARS = 20
 SLICE_COLUMNS = 2
 STATE_COLORS = {"complete": "#2a6fdb", "pruned": "#e8833a", "fail": "#d62728", "running": "#2ca02c", "waiting": "#9e9e9e"}
 ACCURACY_AXIS = {"tickformat": ".1%", "title": "validation accuracy"}
+MIN_ACCURACY_MARGIN = 0.01
+MAX_UNIT_TICKS = 12  # an axis spanning fewer trials or epochs labels every one
+# Slice markers coloured by trial number: Blues without its near-white end, so trial 0 stays visible on white.
+TRIAL_COLORSCALE = [[i / (len(sequential.Blues[5:]) - 1), color] for i, color in enumerate(sequential.Blues[5:])]
+
+
+def accuracy_range(values: list[float | None]) -> list[float]:
+    """A validation-accuracy axis around `values` inside [0, 1], never a flat line's empty ±50%.
+
+    A margin of a tenth of the spread (at least one point of accuracy) keeps markers off the edges.
+    """
+    present = [v for v in values if v is not None and math.isfinite(v)]
+    if not present:
+        return [0.0, 1.0]
+    low, high = min(present), max(present)
+    margin = max(0.1 * (high - low), MIN_ACCURACY_MARGIN)
+    return [max(0.0, low - margin), min(1.0, high + margin)]
+
+
+def step_axis(steps: list[int | None], title: str) -> dict:
+    """An axis of whole numbers (trials, epochs) from half a step before the first to after the last: one trial is not -1 to 1."""
+    present = [s for s in steps if s is not None]
+    low, high = (min(present), max(present)) if present else (0, 1)
+    margin = max(0.5, 0.02 * (high - low))
+    axis = {"title": title, "range": [low - margin, high + margin], "tick0": 0}
+    if high - low <= MAX_UNIT_TICKS:
+        axis["dtick"] = 1  # else plotly picks round steps, and never halves of a trial
+    return axis
 
 
 def family_colors(families: list[str]) -> dict[str, str]:
@@ -67,7 +96,7 @@ def history_figure(history: History, colors: dict[str, str]) -> go.Figure:
     figure.add_trace(
         go.Scatter(x=history.numbers, y=history.best, mode="lines", line={"shape": "hv", "color": "#222", "width": 2}, name="best so far", hoverinfo="skip")
     )
-    return _layout(figure, xaxis={"title": "trial"}, yaxis=ACCURACY_AXIS)
+    return _layout(figure, xaxis=step_axis(history.numbers, "trial"), yaxis={**ACCURACY_AXIS, "range": accuracy_range(history.values)})
 
 
 def curves_figure(curves: dict[str, Curves]) -> go.Figure:
@@ -90,7 +119,9 @@ def curves_figure(curves: dict[str, Curves]) -> go.Figure:
                 hovertemplate="%{text}<br>epoch %{x}: %{y:.2%}<extra>" + state + "</extra>",
             )
         )
-    return _layout(figure, xaxis={"title": "epoch", "dtick": 1}, yaxis=ACCURACY_AXIS)
+    epochs = [e for curve in curves.values() for e in curve.epochs]
+    values = [v for curve in curves.values() for v in curve.values]
+    return _layout(figure, xaxis=step_axis(epochs, "epoch"), yaxis={**ACCURACY_AXIS, "range": accuracy_range(values)})
 
 
 def importance_figure(importances: Importances) -> go.Figure:
@@ -100,7 +131,7 @@ def importance_figure(importances: Importances) -> go.Figure:
     figure = go.Figure(
         go.Bar(x=values, y=names, orientation="h", marker={"color": "#2a6fdb"}, text=[f"{v:.2f}" for v in values], textposition="outside", hovertemplate="%{y}: %{x:.3f}<extra></extra>")
     )
-    height = max(HEIGHT, 26 * len(names) + 80)
+    height = 26 * len(names) + 90  # as tall as its bars: a few parameters make a short card, not a blank panel
     title = f"importance (PED-ANOVA, {importances.trials} completed trials)"
     return _layout(figure, height=height, xaxis={"title": title, "range": [0, max(values) * 1.15 if values else 1]}, yaxis={"automargin": True})
 
@@ -174,7 +205,7 @@ def slice_figure(slices: list[Slice]) -> go.Figure:
                 x=part.axis.values,
                 y=part.objective,
                 mode="markers",
-                marker={"size": 5, "color": part.numbers, "colorscale": "Blues", "cmin": 0, "cmax": max(last_number, 1), "showscale": i == 0, "colorbar": {"title": "trial"}, "line": {"width": 0.5, "color": "#555"}},
+                marker={"size": 5, "color": part.numbers, "colorscale": TRIAL_COLORSCALE, "cmin": 0, "cmax": max(last_number, 1), "showscale": i == 0, "colorbar": {"title": "trial"}, "line": {"width": 0.5, "color": "#555"}},
                 text=[f"trial {n}" for n in part.numbers],
                 hovertemplate="%{text}<br>%{x}: %{y:.2%}<extra></extra>",
                 showlegend=False,
@@ -189,7 +220,7 @@ def slice_figure(slices: list[Slice]) -> go.Figure:
             ticks = log_ticks(min(part.axis.values), max(part.axis.values), most=4)  # plotly's own crowd a small panel
             xaxis.update(type="log", tickvals=ticks, ticktext=[tick_text(t) for t in ticks])
         figure.update_xaxes(row=row, col=col, **xaxis)
-    figure.update_yaxes(tickformat=".0%")
+    figure.update_yaxes(tickformat=".0%", range=accuracy_range([v for part in slices for v in part.objective]))
     figure.update_yaxes(title_text="val accuracy", col=1)
     return _layout(figure, height=max(HEIGHT, 240 * rows + 60))
 
@@ -203,12 +234,12 @@ def best_family_figure(best: list[TrialPoint], colors: dict[str, str]) -> go.Fig
             marker={"color": [colors.get(p.family) for p in best]},
             text=[f"{p.value:.2%}" for p in best],
             textposition="outside",
-            customdata=[[p.label, _count(p.params)] for p in best],
+            customdata=[[p.label, count_text(p.params)] for p in best],
             hovertemplate="%{x}: %{y:.2%}<br>%{customdata[0]}, %{customdata[1]} parameters<extra></extra>",
         )
     )
-    low = min(p.value for p in best)
-    return _layout(figure, xaxis={"title": "family"}, yaxis={**ACCURACY_AXIS, "range": [max(0.0, low - 0.1), 1.0]})
+    # bars start at 0, or their heights would misstate the gaps; the labels carry the differences
+    return _layout(figure, xaxis={"title": "family"}, yaxis={**ACCURACY_AXIS, "range": [0.0, 1.08]})
 
 
 def accuracy_scatter_figure(groups: dict[str, list[TrialPoint]], colors: dict[str, str], attribute: str, title: str) -> go.Figure:
@@ -234,7 +265,8 @@ def accuracy_scatter_figure(groups: dict[str, list[TrialPoint]], colors: dict[st
     if xs and min(xs) > 0:
         ticks = log_ticks(min(xs), max(xs), most=6)
         xaxis.update(tickvals=ticks, ticktext=[tick_text(t) for t in ticks])
-    return _layout(figure, xaxis=xaxis, yaxis=ACCURACY_AXIS)
+    values = [p.value for points in groups.values() for p in points if getattr(p, attribute) is not None]
+    return _layout(figure, xaxis=xaxis, yaxis={**ACCURACY_AXIS, "range": accuracy_range(values)})
 
 
 def states_figure(counts: dict[str, dict[str, int]]) -> go.Figure:
@@ -285,12 +317,5 @@ def class_scores_figure(scores: list[ClassScore]) -> go.Figure:
     for name, color in (("precision", "#2a6fdb"), ("recall", "#e8833a"), ("f1", "#2ca02c")):
         values = [getattr(s, name) for s in scores]
         figure.add_trace(go.Bar(x=digits, y=values, name=name, marker={"color": color}, hovertemplate="digit %{x}: %{y:.2%}<extra>" + name + "</extra>"))
-    present = [v for s in scores for v in (s.precision, s.recall, s.f1) if v is not None]
-    low = min(present, default=0.0)
-    return _layout(figure, height=460, barmode="group", xaxis={"title": "digit"}, yaxis={"tickformat": ".0%", "range": [max(0.0, low - 0.05), 1.0]})
-
-
-def _count(params: int | None) -> str:
-    if params is None:
-        return "?"
-    return f"{params / 1e6:.2f}M" if params >= 1e6 else f"{params / 1e3:.1f}k"
+    # bars start at 0, or a class at 84% would look like a failure beside one at 99%; the table beside gives the figures
+    return _layout(figure, height=460, barmode="group", xaxis={"title": "digit"}, yaxis={"tickformat": ".0%", "range": [0.0, 1.0]})

@@ -201,19 +201,27 @@ def _study_section(study: StudyData, colors: dict[str, str], figures: _Figures) 
         + ("" if best is None else f" &middot; best {best[1]:.2%} (trial {best[0]})")
         + f" &middot; data {escape(str(attrs.get('data_hash', '?'))[:12])}, split {escape(str(attrs.get('split', '?')))}"
     )
-    cards = [
-        _card("Optimisation history", figures.div(draw.history_figure(study.history, colors)) if study.history else _note(missing["history"])),
-        _card("Learning curves", figures.div(draw.curves_figure(study.curves)) if study.curves else _note(missing["curves"]), "validation accuracy per epoch; pruned trials stop early"),
-        _card(
-            "Parallel coordinates",
-            figures.div(draw.parallel_figure(study.parallel)) if study.parallel else _note(missing["parallel"]),
-            "completed trials over the most important parameters that every trial has; drag along an axis to filter",
-            wide=True,
-        ),
-        _card("Hyperparameter importances", figures.div(draw.importance_figure(study.importances)) if study.importances else _note(missing["importances"])),
-        _card("Slice plot", figures.div(draw.slice_figure(study.slices)) if study.slices else _note(missing["slices"]), "validation accuracy against each of the most important parameters"),
+    parts = [
+        ("history", "Optimisation history", lambda: draw.history_figure(study.history, colors), "", False),
+        ("curves", "Learning curves", lambda: draw.curves_figure(study.curves), "validation accuracy per epoch; pruned trials stop early", False),
+        ("parallel", "Parallel coordinates", lambda: draw.parallel_figure(study.parallel), "completed trials over the most important parameters that every trial has; drag along an axis to filter", True),
+        ("importances", "Hyperparameter importances", lambda: draw.importance_figure(study.importances), "", False),
+        ("slices", "Slice plot", lambda: draw.slice_figure(study.slices), "validation accuracy against each of the most important parameters", False),
     ]
-    return f"<section id=\"{_anchor(study.name)}\"><h2>Study {escape(study.name)}</h2><p class=\"meta\">{meta}</p><div class=\"grid\">{''.join(cards)}</div></section>\n"
+    drawn = {key for key, *_ in parts if getattr(study, key)}
+    cards = [_card(title, figures.div(draw_part()), caption, wide) for key, title, draw_part, caption, wide in parts if key in drawn]
+    # A figure with nothing to draw is one line under the cards, not a card as tall as its neighbours.
+    absent = _absent([(title, missing.get(key, "nothing to show")) for key, title, *_ in parts if key not in drawn])
+    return f"<section id=\"{_anchor(study.name)}\"><h2>Study {escape(study.name)}</h2><p class=\"meta\">{meta}</p><div class=\"grid\">{''.join(cards)}</div>{absent}</section>\n"
+
+
+def _absent(parts: list[tuple[str, str]]) -> str:
+    """Figures not drawn and why, one line per reason (a study without trials gives five figures one reason)."""
+    by_reason: dict[str, list[str]] = {}
+    for title, reason in parts:
+        by_reason.setdefault(reason, []).append(title)
+    lines = [f"<li><b>{escape(', '.join(titles))}</b>: {escape(reason)}</li>" for reason, titles in by_reason.items()]
+    return f"<div class=\"absent note\"><ul>{''.join(lines)}</ul></div>" if lines else ""
 
 
 def _data_summary(attrs: dict) -> str:
@@ -242,11 +250,12 @@ nav a { margin-right: 12px; }
 a { color: #1f5fc4; text-decoration: none; } a:hover { text-decoration: underline; }
 .meta { color: #555; margin: 2px 0 10px; }
 /* auto-fill, not auto-fit: a figure drawn while the page is still parsing must already get its final column width */
-.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 14px; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 14px; align-items: start; }  /* a short card stays short */
 .card { background: #fff; border: 1px solid #dfe2e6; border-radius: 8px; padding: 12px 14px; min-width: 0; }
 .card.wide { grid-column: 1 / -1; }
 .caption { color: #666; margin: 0 0 6px; font-size: 12.5px; }
 .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 10px 12px; margin: 6px 0; }
+.absent { margin-top: 14px; } .absent ul { margin: 0; padding-left: 18px; }
 table { border-collapse: collapse; width: 100%; font-size: 13px; }
 th, td { padding: 4px 8px; border-bottom: 1px solid #eceef1; text-align: left; }
 td.num, th.num { text-align: right; }
