@@ -9,23 +9,26 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from search.config import DashboardSpec, EnsembleSpec, PredictSpec, ReportSpec, RunSpec, TrainSpec
+from search.config import DashboardSpec, EnsembleSpec, LeaderboardSpec, PredictSpec, ReportSpec, RunSpec, TrainSpec
 from search.dispatch.run import RunSummary, run_study as _run_study
 from search.ensemble.build import EnsembleResult, run_ensemble
 from search.ensemble.predict_files import Prediction, predict_images
 from search.ensemble.saved import LoadedEnsemble, latest_ensemble, load_ensemble as _load_ensemble
 from search.report.build import ReportFiles, run_report
 from search.report.dashboard import serve_dashboard as _serve_dashboard
+from search.report.leaderboard import Leaderboard, run_leaderboard
 from search.study.progress import quiet_optuna
 from search.study.train_one import train_one as _train_one
 from search.train.device import resolve_device
 
 __all__ = [
     "EnsembleResult",
+    "Leaderboard",
     "LoadedEnsemble",
     "Prediction",
     "ReportFiles",
     "RunSummary",
+    "leaderboard",
     "load_ensemble",
     "make_submission",
     "predict_files",
@@ -65,6 +68,11 @@ def predict_files(images: list[str] | tuple[str, ...], *, log: TextIO | None = N
 def write_report(*, log: TextIO | None = None, **options) -> ReportFiles:
     """Write the HTML report and the trials CSV of the studies (default: all) in `storage`."""
     return run_report(ReportSpec(**options), log)
+
+
+def leaderboard(*, log: TextIO | None = None, **options) -> Leaderboard:
+    """The studies (default: all) in `storage` and their best trials, best first; prints the table, or JSON with as_json=True."""
+    return run_leaderboard(LeaderboardSpec(**options), log)
 
 
 def serve_dashboard(*, log: TextIO | None = None, **options) -> None:

