@@ -11,9 +11,9 @@ from typing import TextIO
 
 from search.config import DashboardSpec, EnsembleSpec, LeaderboardSpec, PredictSpec, ReportSpec, RunSpec, TrainSpec
 from search.dispatch.run import RunSummary, run_study as _run_study
-from search.ensemble.build import EnsembleResult, run_ensemble
-from search.ensemble.predict_files import Prediction, predict_images
-from search.ensemble.saved import LoadedEnsemble, latest_ensemble, load_ensemble as _load_ensemble
+from search.ensemble.build import BuiltEnsemble, EnsembleResult, build_ensemble as _build_ensemble, run_ensemble
+from search.ensemble.predict_files import run_predict
+from search.ensemble.saved import LoadedEnsemble, Prediction, latest_ensemble, load_ensemble as _load_ensemble
 from search.report.build import ReportFiles, run_report
 from search.report.dashboard import serve_dashboard as _serve_dashboard
 from search.report.leaderboard import Leaderboard, run_leaderboard
@@ -22,12 +22,14 @@ from search.study.train_one import train_one as _train_one
 from search.train.device import resolve_device
 
 __all__ = [
+    "BuiltEnsemble",
     "EnsembleResult",
     "Leaderboard",
     "LoadedEnsemble",
     "Prediction",
     "ReportFiles",
     "RunSummary",
+    "build_ensemble",
     "leaderboard",
     "load_ensemble",
     "make_submission",
@@ -50,19 +52,28 @@ def train_one(space: str, *, log: TextIO | None = None, **options) -> dict:
     return _train_one(TrainSpec(space=space, **options), log)
 
 
+def build_ensemble(studies: str, *, log: TextIO | None = None, **options) -> BuiltEnsemble:
+    """Weight the top trials of `studies` ("cnn,vit") on their validation digits; nothing is written.
+
+    The result shows its figures (`val_accuracy`, `table()`), `save(directory=None)`s itself and
+    `write_submission(path=None)`s the Kaggle file with its lineage; `out` and `save` are their defaults.
+    """
+    return _build_ensemble(EnsembleSpec(studies=studies, **options), log)
+
+
 def make_submission(studies: str, *, log: TextIO | None = None, **options) -> EnsembleResult:
-    """Weight the top trials of `studies` ("cnn,vit"), write the submission and its lineage, save the ensemble."""
+    """What `digit-search ensemble` does: build_ensemble, save it, write the submission and its lineage, print the table."""
     return run_ensemble(EnsembleSpec(studies=studies, **options), log)
 
 
 def load_ensemble(directory: str | None = None, *, device: str = "auto") -> LoadedEnsemble:
-    """A saved ensemble (default: the newest under studies/ensembles), ready to predict on arrays or files."""
+    """A saved ensemble (default: the newest under studies/ensembles), ready to `predict` digits of arrays or files."""
     return _load_ensemble(directory if directory is not None else latest_ensemble(), resolve_device(device))
 
 
 def predict_files(images: list[str] | tuple[str, ...], *, log: TextIO | None = None, **options) -> list[Prediction]:
     """Classify image files (PNG, JPEG) or CSV pixel rows with a saved ensemble; prints one line each."""
-    return predict_images(PredictSpec(images=tuple(images), **options), log)
+    return run_predict(PredictSpec(images=tuple(images), **options), log)
 
 
 def write_report(*, log: TextIO | None = None, **options) -> ReportFiles:

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from search.config import METHODS
 from search.ensemble.selection import (
-    METHODS,
     TEMPERATURE_RANGE,
     accuracy,
     apply_temperature,

@@ -3,6 +3,7 @@
 import io
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +13,16 @@ import torch
 from PIL import Image
 
 from search.study.artifacts import ARTIFACT_ATTR, load_probabilities, open_artifact_store
-from search.ensemble.candidates import top_members
+from search.ensemble.candidates import top_candidates
 from search.train.inference import TTA_SHIFTS, class_probabilities, shift_images
 from search.cli.main import main
 from search.data.kaggle_csv import PIXEL_COLUMNS
 from search.data.digits import load_digits, stratified_split
-from search.ensemble.selection import apply_temperatures, blend, fit_temperature, greedy, log_loss
-from search.config import EnsembleSpec
+from search.ensemble.selection import apply_temperatures, blend, fit_temperature, greedy, log_loss, select
+from search.config import METHODS, EnsembleSpec
 from search.errors import UserError
-from search.ensemble.saved import MANIFEST, latest_ensemble, load_ensemble
+from search.ensemble.manifest import MANIFEST, read_manifest
+from search.ensemble.saved import latest_ensemble, load_ensemble
 from search.config import RunSpec
 from search.dispatch.run import run_study
 from spaces import load_space
@@ -182,7 +184,7 @@ def test_calibration_none_weights_the_stored_probabilities_as_they_are(studies, 
     root, url = studies
     assert ensemble_of_both_studies(url, tmp_path, "--calibration", "none") == 0
     out = capsys.readouterr().out
-    candidates = [m for name in ("cnn", "mlp") for m in top_members(optuna.load_study(study_name=name, storage=url), 10)]
+    candidates = [m for name in ("cnn", "mlp") for m in top_candidates(optuna.load_study(study_name=name, storage=url), 10)]
     _, labels = validation_digits(None)
     val = np.stack([stored_test_probs(url, root, m.study, m.number, "val_probs") for m in candidates])
     uncalibrated = greedy(val, labels)
@@ -378,8 +380,9 @@ def test_predict_with_a_calibrated_ensemble_reproduces_its_submission(studies, s
     test_images = load_digits(None).test_images
     stored = stored_members_probs(url, root, lineage["members"])
     expected = blend(apply_temperatures(stored, np.array(ensemble.temperatures)), np.array(ensemble.weights))
-    predicted = ensemble.predict(torch.from_numpy(test_images).unsqueeze(1)).numpy()
+    predicted = ensemble.predict_proba(test_images)  # (N, 28, 28) uint8, as a notebook has them
     np.testing.assert_allclose(predicted, expected, atol=1e-5)
+    np.testing.assert_array_equal(ensemble.predict(test_images[:, None]), predicted.argmax(axis=1))
 
     write_pixel_csv(tmp_path / "test.csv", test_images)
     capsys.readouterr()
@@ -407,7 +410,7 @@ def test_an_ensemble_saved_before_calibration_predicts_at_temperature_one(saved,
     images, _ = validation_digits(50)
     tensor = torch.from_numpy(images).unsqueeze(1)
     uncalibrated = blend(np.stack([class_probabilities(model, tensor, tta=False) for model in old.models]), np.array(old.weights))
-    np.testing.assert_allclose(old.predict(tensor).numpy(), uncalibrated, rtol=1e-6)
+    np.testing.assert_allclose(old.predict_proba(tensor), uncalibrated, rtol=1e-6)
 
     write_pixel_csv(tmp_path / "rows.csv", images[:3])
     assert cli("predict", "--ensemble", tmp_path / "old", tmp_path / "rows.csv") == 0
@@ -472,3 +475,114 @@ def test_predict_refuses_a_bad_file_by_name_before_printing_anything(saved, tmp_
     captured = capsys.readouterr()
     assert captured.out == ""
     assert expected in one_line_error(captured.err)
+
+
+# --- damaged artifacts, the Python API -----------------------------------------------------------
+
+
+def damage(path: Path, how: str) -> None:
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "garbage":
+        path.write_bytes(b"\x93NUMPY garbage" * 20)
+    elif how == "nan":
+        np.save(path, np.full((10, 10), np.nan, dtype=np.float32))  # np.save adds no suffix to an open file
+        path.with_name(path.name + ".npy").replace(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "key, how, tta, expected",
+    [
+        ("val_probs", "truncated", False, "is not a readable .npy file"),
+        ("test_probs", "garbage", False, "is not a readable .npy file"),
+        ("val_probs", "nan", False, "values that are not finite probabilities"),
+        ("weights", "truncated", True, "not a readable safetensors file"),
+        ("weights", "garbage", True, "not a readable safetensors file"),
+    ],
+)
+def test_a_damaged_artifact_is_one_line_naming_study_trial_and_artifact(studies, tmp_path, capsys, key, how, tta, expected):
+    root, _ = studies
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    url = f"sqlite:///{copy}/studies.db"
+    best = optuna.load_study(study_name="cnn", storage=url).best_trial
+    artifact = best.user_attrs[ARTIFACT_ATTR][key]
+    damage(copy / "artifacts" / artifact, how)
+    args = ["--studies", "cnn", "--method", "best", "--storage", url, "--out", tmp_path / "s.csv", "--save", tmp_path / "e"]
+    assert cli("ensemble", *args, *(["--tta"] if tta else [])) == 2
+    err = one_line_error(capsys.readouterr().err)
+    assert f"study 'cnn', trial {best.number}: its {key} artifact {artifact}" in err and expected in err
+    assert not (tmp_path / "s.csv").exists() and not (tmp_path / "e").exists()
+
+
+@pytest.mark.slow
+def test_the_python_api_builds_an_ensemble_that_saves_itself_and_writes_its_submission(studies, tmp_path):
+    import search
+
+    root, url = studies
+    log = io.StringIO()
+    ensemble = search.api.build_ensemble("cnn,mlp", storage=url, space_files=[str(MY_SPACE)], out=str(tmp_path / "default.csv"), log=log)
+    assert "5 candidates from 2 studies" in log.getvalue() and ensemble.saved is None and not list(tmp_path.iterdir())
+
+    # every method's figures come from selection.select on the calibrated validation probabilities
+    _, labels = validation_digits(None)
+    val = apply_temperatures(stored_members_probs(url, root, [{"study": c.study, "trial": c.number} for c in ensemble.candidates], "val_probs"), ensemble.temperatures)
+    assert set(ensemble.selections) == set(METHODS)
+    for method, chosen in ensemble.selections.items():
+        np.testing.assert_allclose(chosen.weights, select(method, val, labels).weights)
+    assert ensemble.val_accuracy == ensemble.selections["greedy"].accuracy and "greedy ensemble of" in ensemble.table()
+
+    csv_path, json_path = ensemble.write_submission()
+    assert csv_path == tmp_path / "default.csv" and json.loads(json_path.read_text())["ensemble_dir"] is None
+    folder = ensemble.save(tmp_path / "e")
+    assert folder == ensemble.saved == tmp_path / "e"
+    _, json_path = ensemble.write_submission(tmp_path / "s.csv")
+    assert json.loads(json_path.read_text())["ensemble_dir"] == str(folder)
+    np.testing.assert_array_equal(submitted_labels(tmp_path / "s.csv"), ensemble.test_labels)
+
+    loaded = search.api.load_ensemble(str(folder), device="cpu")
+    assert [(m.study, m.trial) for m in loaded.manifest.members] == [(ensemble.candidates[i].study, ensemble.candidates[i].number) for i in ensemble.chosen.members]
+    test_images = load_digits(None).test_images  # (T, 28, 28) uint8
+    np.testing.assert_array_equal(loaded.predict(test_images), ensemble.test_labels)
+    assert loaded.predict_proba(test_images[:7]).shape == (7, 10)
+    Image.fromarray(test_images[0]).resize((112, 112)).save(tmp_path / "digit.png")
+    [found] = loaded.predict_files([tmp_path / "digit.png"])
+    assert found.name == str(tmp_path / "digit.png") and 0 <= found.digit <= 9 and 0.1 <= found.probability <= 1
+    for bad in (test_images.astype(np.float32), test_images[0], test_images[:, :14]):
+        with pytest.raises(UserError, match="^images must be"):
+            loaded.predict(bad)
+
+
+@pytest.mark.slow
+def test_the_report_scores_the_saved_ensemble_at_its_members_temperatures(studies, saved):
+    from search.config import ReportSpec
+    from search.report.build import load_studies, score_ensemble, stored_ensemble_probabilities
+
+    _, url = studies
+    manifest = read_manifest(saved / "ensemble")
+    lineage = json.loads((saved / "submission.json").read_text())
+    assert manifest.calibration == "temperature" and all(m.temperature != 1.0 for m in manifest.members)
+    spec = ReportSpec(storage=url, studies="cnn,mlp")
+    loaded = load_studies(spec)
+    scored = score_ensemble(spec, saved / "ensemble", manifest, loaded)
+    assert scored.accuracy == pytest.approx(lineage["validation"][manifest.method]["accuracy"])
+    probs = stored_ensemble_probabilities(spec, manifest, loaded)
+    uncalibrated = stored_ensemble_probabilities(spec, replace(manifest, members=tuple(replace(m, temperature=1.0) for m in manifest.members)), loaded)
+    assert probs is not None and not np.allclose(probs, uncalibrated)
+
+
+@pytest.mark.slow
+def test_the_report_notes_a_damaged_member_artifact_instead_of_failing(studies, saved, tmp_path):
+    from search.config import ReportSpec
+    from search.report.build import find_ensemble, load_studies
+
+    root, _ = studies
+    shutil.copytree(root, tmp_path / "copy")
+    url = f"sqlite:///{tmp_path / 'copy'}/studies.db"
+    member = read_manifest(saved / "ensemble").members[0]
+    artifact = optuna.load_study(study_name=member.study, storage=url).trials[member.trial].user_attrs[ARTIFACT_ATTR]["val_probs"]
+    damage(tmp_path / "copy" / "artifacts" / artifact, "garbage")
+    spec = ReportSpec(storage=url, studies="cnn,mlp", ensemble=str(saved / "ensemble"))
+    data, note = find_ensemble(spec, load_studies(spec))
+    assert data is None and f"study {member.study!r}, trial {member.trial}: its val_probs artifact {artifact} is not a readable .npy file" in note

@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.config import NUM_CLASSES
 from search.study.artifacts import ARTIFACT_ATTR, load_weights, stored_probabilities
+from search.train.weights import WeightsError
 from search.data.digits import EMBEDDED_SOURCE, load_digits
 from search.errors import UserError
 from search.train.prepared import PreparedData, prepare_digits
@@ -34,8 +35,8 @@ DATA_ATTRS = ("data_hash", "split")
 
 
 @dataclass
-class Member:
-    """One candidate trial and, once loaded, its validation and test probabilities."""
+class CandidateTrial:
+    """One candidate trial of a study and, once loaded, its validation and test probabilities."""
 
     study: str
     number: int
@@ -44,8 +45,8 @@ class Member:
     space: str  # the study's space name
     params: dict[str, Any]
     artifacts: dict[str, str]
-    val_probs: np.ndarray | None = field(default=None, repr=False)
-    test_probs: np.ndarray | None = field(default=None, repr=False)
+    val_probs: np.ndarray | None = field(default=None, repr=False)  # (V, 10)
+    test_probs: np.ndarray | None = field(default=None, repr=False)  # (T, 10)
 
     @property
     def label(self) -> str:
@@ -78,7 +79,7 @@ def _describe_data(attrs: dict[str, Any]) -> str:
     return f"data {str(attrs['data_hash'])[:12]}, {attrs.get('train_rows', '?')}+{attrs.get('val_rows', '?')} rows, split {attrs['split']}"
 
 
-def top_members(study: optuna.Study, top: int) -> list[Member]:
+def top_candidates(study: optuna.Study, top: int) -> list[CandidateTrial]:
     """The `top` completed trials with stored artifacts, best validation accuracy first."""
     trials = [
         t
@@ -89,11 +90,11 @@ def top_members(study: optuna.Study, top: int) -> list[Member]:
         raise UserError(f"study {study.study_name!r} has no completed trials with stored weights; run digit-search run --study {study.study_name} first")
     trials.sort(key=lambda t: (-t.value, t.user_attrs.get("val_loss", np.inf), t.number))
     space = str(study.user_attrs.get("space", ""))
-    return [_member(study.study_name, space, trial) for trial in trials[:top]]
+    return [_candidate(study.study_name, space, trial) for trial in trials[:top]]
 
 
-def _member(study_name: str, space: str, trial: FrozenTrial) -> Member:
-    return Member(
+def _candidate(study_name: str, space: str, trial: FrozenTrial) -> CandidateTrial:
+    return CandidateTrial(
         study=study_name,
         number=trial.number,
         value=float(trial.value),
@@ -122,8 +123,8 @@ def resolve_space(name: str, study: str, space_files: tuple[str, ...] = ()) -> t
     )
 
 
-def load_member_probabilities(
-    member: Member,
+def load_candidate_probabilities(
+    candidate: CandidateTrial,
     store: ArtifactStore,
     prepared: PreparedData,
     space: Space,
@@ -131,43 +132,65 @@ def load_member_probabilities(
     tta: bool,
     device: torch.device,
 ) -> bool:
-    """Fill member.val_probs and member.test_probs; returns True when they had to be recomputed."""
-    probs = None if tta else _stored_probabilities(store, member)
+    """Fill candidate.val_probs and candidate.test_probs; returns True when they had to be recomputed."""
+    probs = None if tta else _stored_probabilities(store, candidate)
     recomputed = probs is None
     if recomputed:
-        model = load_member_model(member, store, space, device)
+        model = load_candidate_model(candidate, store, space, device)
         probs = class_probabilities(model, prepared.tensors.val_images, tta), class_probabilities(model, prepared.tensors.test_images, tta)
     expected = (len(prepared.split.val_index), NUM_CLASSES), (len(prepared.digits.test_images), NUM_CLASSES)
     for name, array, shape in zip(("validation", "test"), probs, expected):
         if array.shape != shape:
             raise UserError(
-                f"{member.label}: its stored {name} probabilities have shape {array.shape}, expected {shape}; "
+                f"{candidate.label}: its stored {name} probabilities have shape {array.shape}, expected {shape}; "
                 f"the artifact store does not belong to this study"
             )
-    member.val_probs, member.test_probs = probs
+    candidate.val_probs, candidate.test_probs = probs
     return recomputed
 
 
-def load_member_model(member: Member, store: ArtifactStore, space: Space, device: torch.device) -> torch.nn.Module:
-    """The trained model of a member, rebuilt from its stored weights."""
-    return rebuild_model(space, member.params, load_member_state(member, store), device, member.label)
+def load_candidate_model(candidate: CandidateTrial, store: ArtifactStore, space: Space, device: torch.device) -> torch.nn.Module:
+    """The trained model of a candidate, rebuilt from its stored weights."""
+    return rebuild_model(space, candidate.params, load_candidate_state(candidate, store), device, candidate.label)
 
 
-def load_member_state(member: Member, store: ArtifactStore) -> dict[str, torch.Tensor]:
-    """A member's stored state dict; UserError when the weights are gone."""
-    artifact_id = member.artifacts.get("weights")
+def load_candidate_state(candidate: CandidateTrial, store: ArtifactStore) -> dict[str, torch.Tensor]:
+    """A candidate's stored state dict; UserError when the weights are gone or unreadable."""
+    artifact_id = candidate.artifacts.get("weights")
     try:
         if artifact_id is None:
             raise ArtifactNotFound("no weights id recorded")
         state, _ = load_weights(store, artifact_id)
     except ArtifactNotFound:
-        raise UserError(f"{member.label}: its weights are not in the artifact store; pass the --artifacts DIR the study was run with") from None
+        raise UserError(f"{candidate.label}: its weights are not in the artifact store; pass the --artifacts DIR the study was run with") from None
+    except WeightsError as err:  # its message names a temporary download; the artifact id is what the user can find
+        raise UserError(f"{_artifact_label(candidate.study, candidate.number, 'weights', artifact_id)}: {str(err).partition(': ')[2]}") from None
     return state
 
 
-def _stored_probabilities(store: ArtifactStore, member: Member) -> tuple[np.ndarray, np.ndarray] | None:
+def read_stored_probabilities(store: ArtifactStore, study: str, number: int, artifact_ids: dict[str, str] | None, key: str) -> np.ndarray | None:
+    """A trial's stored (N, 10) `key` probabilities ("val_probs" or "test_probs"), or None when missing.
+
+    UserError naming the study, trial and artifact when the file is not an array of probabilities
+    (truncated, garbage, NaN): such a file is a fault to look at, not something to paper over.
+    """
+    try:
+        probs = stored_probabilities(store, artifact_ids, key)
+    except (ValueError, OSError, EOFError, SyntaxError, MemoryError) as err:  # np.load on a damaged .npy
+        reason = " ".join(str(err).split())[:150]
+        raise UserError(f"{_artifact_label(study, number, key, artifact_ids[key])} is not a readable .npy file ({type(err).__name__}: {reason})") from None
+    if probs is not None and (probs.dtype.kind not in "fiu" or not np.isfinite(probs).all() or (probs < 0).any()):
+        raise UserError(f"{_artifact_label(study, number, key, artifact_ids[key])} holds {probs.dtype} values that are not finite probabilities >= 0")
+    return probs
+
+
+def _artifact_label(study: str, number: int, key: str, artifact_id: str) -> str:
+    return f"study {study!r}, trial {number}: its {key} artifact {artifact_id}"
+
+
+def _stored_probabilities(store: ArtifactStore, candidate: CandidateTrial) -> tuple[np.ndarray, np.ndarray] | None:
     """The stored (validation, test) probabilities, or None when either is missing."""
-    val, test = (stored_probabilities(store, member.artifacts, key) for key in ("val_probs", "test_probs"))
+    val, test = (read_stored_probabilities(store, candidate.study, candidate.number, candidate.artifacts, key) for key in ("val_probs", "test_probs"))
     return None if val is None or test is None else (val, test)
 
 

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-METHODS = ("greedy", "average", "best")
-CALIBRATIONS = ("temperature", "none")
+from search.config import METHODS
 GREEDY_ROUNDS = 100
 # Keeps log(0) finite for a member that was certain and wrong; float64 resolves it.
 PROBABILITY_FLOOR = 1e-15
@@ -74,14 +73,28 @@ def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.asarray(probs).argmax(axis=1) == np.asarray(labels)))
 
 
+def check_weights(weights: np.ndarray, members: int) -> np.ndarray:
+    """(M,) weights as float64; ValueError unless finite, non-negative and not all zero."""
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.shape != (members,):
+        raise ValueError(f"weights must be ({members},), got {weights.shape}")
+    if not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError("weights must be finite and non-negative with a positive sum")
+    return weights
+
+
 def blend(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Weighted mean of the members' probabilities: (M, N, C) x (M,) -> (N, C)."""
-    weights = np.asarray(weights, dtype=np.float64)
-    if weights.shape != (len(probs),):
-        raise ValueError(f"weights must be ({len(probs)},), got {weights.shape}")
-    if (weights < 0).any() or weights.sum() <= 0:
-        raise ValueError("weights must be non-negative with a positive sum")
+    weights = check_weights(weights, len(probs))
     return np.tensordot(weights / weights.sum(), np.asarray(probs, dtype=np.float64), axes=1)
+
+
+def calibrated_blend(probs: np.ndarray, weights: np.ndarray, temperatures: np.ndarray) -> np.ndarray:
+    """Each member at its temperature, then their weighted mean: (M, N, C) x (M,) x (M,) -> (N, C) float64.
+
+    This is how a saved ensemble predicts: the weights were chosen on calibrated members.
+    """
+    return blend(apply_temperatures(probs, temperatures), weights)
 
 
 def score(method: str, probs: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> Selection:

@@ -17,16 +17,17 @@ import pandas as pd
 import torch
 from optuna.trial import FrozenTrial
 
-from search.study.artifacts import ARTIFACT_ATTR, artifact_location, open_artifact_store, stored_probabilities
-from search.ensemble.candidates import load_matching_data
+from search.study.artifacts import ARTIFACT_ATTR, artifact_location, open_artifact_store
+from search.ensemble.candidates import load_matching_data, read_stored_probabilities
 from search.data.digits import EMBEDDED_SOURCE
-from search.ensemble.selection import apply_temperature, blend
+from search.ensemble.selection import calibrated_blend
 from search.errors import UserError
 from search.report.data import EnsembleData, compute_seconds, ensemble_data, plain_float, study_data, trial_points, trials_table
 from search.report.page import Report, render_page
 from search.config import LeaderboardSpec, ReportSpec
 from search.io import write_text
-from search.ensemble.saved import MANIFEST, load_ensemble, member_temperature
+from search.ensemble.manifest import Manifest, ManifestError, newest_ensemble, read_manifest
+from search.ensemble.saved import load_ensemble
 from search.study.storage import check_database_exists, check_study_names, open_storage, parse_storage_url, redacted
 
 
@@ -120,9 +121,10 @@ def find_ensemble(spec: ReportSpec, studies: list[LoadedStudy]) -> tuple[Ensembl
     """The ensemble section's data, or None and a sentence saying why there is none."""
     if spec.ensemble:
         directory = Path(spec.ensemble)
-        manifest = read_manifest(directory)
-        if manifest is None:
-            raise UserError(f"--ensemble {spec.ensemble!r}: no readable {MANIFEST}; give a folder written by digit-search ensemble")
+        try:
+            manifest = read_manifest(directory)
+        except ManifestError as err:
+            raise UserError(f"--ensemble {err}") from None
         problem = ensemble_mismatch(manifest, studies)
         if problem:
             raise UserError(f"--ensemble {spec.ensemble!r}: {problem}")
@@ -138,85 +140,66 @@ def find_ensemble(spec: ReportSpec, studies: list[LoadedStudy]) -> tuple[Ensembl
         return None, f"the ensemble in {directory} could not be scored: {err}"
 
 
-def read_manifest(directory: Path) -> dict[str, Any] | None:
-    try:
-        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) and isinstance(manifest.get("members"), list) else None
-
-
-def ensemble_mismatch(manifest: dict[str, Any], studies: list[LoadedStudy]) -> str | None:
+def ensemble_mismatch(manifest: Manifest, studies: list[LoadedStudy]) -> str | None:
     """Why a saved ensemble does not belong to these studies, or None when it does."""
     by_name = {s.name: s for s in studies}
-    outside = [name for name in manifest.get("studies", []) if name not in by_name]
-    if outside or not manifest.get("studies"):
-        return f"it was built from study {outside[0] if outside else '(none)'!r}, which is not among the reported studies"
-    for name in manifest["studies"]:
+    outside = [name for name in manifest.studies if name not in by_name]
+    if outside:
+        return f"it was built from study {outside[0]!r}, which is not among the reported studies"
+    for name in manifest.studies:
         attrs = by_name[name].attrs
-        if attrs.get("data_hash") != manifest.get("data_hash") or attrs.get("split") != manifest.get("split"):
+        if attrs.get("data_hash") != manifest.data_hash or attrs.get("split") != manifest.split:
             return f"it was built on other data or another split than study {name!r}"
-    for member in manifest["members"]:
-        numbers = {t.number for t in by_name[member.get("study")].trials} if member.get("study") in by_name else set()
-        if member.get("trial") not in numbers:
-            return f"its member {member.get('study')}#{member.get('trial')} is not in the study database"
+    for member in manifest.members:
+        numbers = {t.number for t in by_name[member.study].trials} if member.study in by_name else set()
+        if member.trial not in numbers:
+            return f"its member {member.label} is not in the study database"
     return None
 
 
-def newest_matching_ensemble(root: Path, studies: list[LoadedStudy]) -> tuple[Path, dict[str, Any]] | None:
+def newest_matching_ensemble(root: Path, studies: list[LoadedStudy]) -> tuple[Path, Manifest] | None:
     """The saved ensemble under `root` with the newest `created` time that belongs to these studies."""
-    found = []
-    for path in root.glob(f"*/{MANIFEST}") if root.is_dir() else []:
-        manifest = read_manifest(path.parent)
-        if manifest is None or ensemble_mismatch(manifest, studies):
-            continue
-        try:
-            created = datetime.fromisoformat(str(manifest["created"]))
-        except (KeyError, ValueError):
-            continue
-        found.append((created, str(path.parent), manifest))
-    if not found:
-        return None
-    _, directory, manifest = max(found, key=lambda item: (item[0], item[1]))
-    return Path(directory), manifest
+    return newest_ensemble(root, lambda manifest: ensemble_mismatch(manifest, studies) is None)
 
 
-def score_ensemble(spec: ReportSpec, directory: Path, manifest: dict[str, Any], studies: list[LoadedStudy]) -> EnsembleData:
+def score_ensemble(spec: ReportSpec, directory: Path, manifest: Manifest, studies: list[LoadedStudy]) -> EnsembleData:
     """Rebuild the validation split and the ensemble's probabilities on it, then score them."""
-    attrs = next(s.attrs for s in studies if s.name == manifest["studies"][0])
+    attrs = next(s.attrs for s in studies if s.name == manifest.studies[0])
     source = str(attrs.get("data_source", ""))
     data_dir = spec.data_dir or (source if source != EMBEDDED_SOURCE and Path(source).is_dir() else None)
     prepared, _ = load_matching_data(data_dir, None, attrs, torch.device("cpu"))
     val_index = prepared.split.val_index
     labels = prepared.digits.train_labels[val_index]
     images = prepared.digits.train_images[val_index]
-    probs = stored_ensemble_probabilities(spec, manifest, studies) if not manifest.get("tta") else None
+    probs = stored_ensemble_probabilities(spec, manifest, studies) if not manifest.tta else None
     if probs is None:
         # Test-time augmentation or missing probabilities: predict with the saved models themselves.
-        probs = load_ensemble(directory, torch.device("cpu")).predict(prepared.tensors.val_images).numpy()
+        probs = load_ensemble(directory, torch.device("cpu")).predict_proba(prepared.tensors.val_images)
     if probs.shape != (len(labels), 10):
         raise UserError(f"its probabilities have shape {probs.shape}, the validation split {len(labels)} digits; pass the --artifacts DIR the studies were run with")
-    return ensemble_data(manifest, str(directory), probs, labels, images, spec.gallery)
+    return ensemble_data(manifest.to_json(), str(directory), probs, labels, images, spec.gallery)
 
 
-def stored_ensemble_probabilities(spec: ReportSpec, manifest: dict[str, Any], studies: list[LoadedStudy]) -> np.ndarray | None:
-    """The members' stored validation probabilities, each at its temperature, blended with the ensemble weights; None if any is missing."""
+def stored_ensemble_probabilities(spec: ReportSpec, manifest: Manifest, studies: list[LoadedStudy]) -> np.ndarray | None:
+    """(N, 10) the members' stored validation probabilities blended as the ensemble predicts; None if any is missing.
+
+    UserError naming the trial when a stored file is damaged.
+    """
     trials = {(s.name, t.number): t for s in studies for t in s.trials}
     try:
         store = open_artifact_store(artifact_location(spec.artifacts, spec.storage), must_exist=True)
     except UserError:
         return None
-    arrays, weights = [], []
-    for member in manifest["members"]:
-        probs = stored_probabilities(store, trials[(member["study"], member["trial"])].user_attrs.get(ARTIFACT_ATTR), "val_probs")
+    arrays = []
+    for member in manifest.members:
+        artifact_ids = trials[(member.study, member.trial)].user_attrs.get(ARTIFACT_ATTR)
+        probs = read_stored_probabilities(store, member.study, member.trial, artifact_ids, "val_probs")
         if probs is None:
             return None
-        label = f"saved ensemble member {member['study']}#{member['trial']}"
-        arrays.append(apply_temperature(probs, member_temperature(member, label)))
-        weights.append(float(member["weight"]))
+        arrays.append(probs)
     if len({a.shape for a in arrays}) != 1:
         return None
-    return blend(np.stack(arrays), np.asarray(weights))
+    return calibrated_blend(np.stack(arrays), manifest.weights, manifest.temperatures)  # (M, N, 10) -> (N, 10)
 
 
 # ---- writing -----------------------------------------------------------------------------------
