@@ -518,11 +518,11 @@ def test_a_damaged_artifact_is_one_line_naming_study_trial_and_artifact(studies,
 
 @pytest.mark.slow
 def test_the_python_api_builds_an_ensemble_that_saves_itself_and_writes_its_submission(studies, tmp_path):
-    import search
+    from search import api
 
     root, url = studies
     log = io.StringIO()
-    ensemble = search.api.build_ensemble("cnn,mlp", storage=url, space_files=[str(MY_SPACE)], out=str(tmp_path / "default.csv"), log=log)
+    ensemble = api.build_ensemble("cnn,mlp", storage=url, space_files=[str(MY_SPACE)], out=str(tmp_path / "default.csv"), log=log)
     assert "5 candidates from 2 studies" in log.getvalue() and ensemble.saved is None and not list(tmp_path.iterdir())
 
     # every method's figures come from selection.select on the calibrated validation probabilities
@@ -541,7 +541,7 @@ def test_the_python_api_builds_an_ensemble_that_saves_itself_and_writes_its_subm
     assert json.loads(json_path.read_text())["ensemble_dir"] == str(folder)
     np.testing.assert_array_equal(submitted_labels(tmp_path / "s.csv"), ensemble.test_labels)
 
-    loaded = search.api.load_ensemble(str(folder), device="cpu")
+    loaded = api.load_ensemble(str(folder), device="cpu")
     assert [(m.study, m.trial) for m in loaded.manifest.members] == [(ensemble.candidates[i].study, ensemble.candidates[i].number) for i in ensemble.chosen.members]
     test_images = load_digits(None).test_images  # (T, 28, 28) uint8
     np.testing.assert_array_equal(loaded.predict(test_images), ensemble.test_labels)
@@ -552,6 +552,24 @@ def test_the_python_api_builds_an_ensemble_that_saves_itself_and_writes_its_subm
     for bad in (test_images.astype(np.float32), test_images[0], test_images[:, :14]):
         with pytest.raises(UserError, match="^images must be"):
             loaded.predict(bad)
+
+
+@pytest.mark.slow
+def test_a_built_ensemble_saves_given_weights_in_place_of_the_stored_ones(studies, tmp_path):
+    """What `auto` does with members retrained on every labelled digit."""
+    from search import api
+    from search.train.weights import load_weights_file
+
+    _, url = studies
+    ensemble = api.build_ensemble("cnn", storage=url, method="average", log=io.StringIO())
+    assert all(c.seed is not None and c.epochs == SMALL["epochs"] and c.images_per_second > 0 for c in ensemble.candidates)
+    heaviest = int(ensemble.chosen.members[0])
+    stored = load_weights_file(ensemble.save(tmp_path / "stored") / "member-00.safetensors")[0]
+    retrained = {name: torch.zeros_like(tensor) for name, tensor in stored.items()}
+    folder = ensemble.save(tmp_path / "retrained", states={heaviest: retrained})
+    saved = [load_weights_file(folder / f"member-{i:02d}.safetensors")[0] for i in range(len(ensemble.chosen.members))]
+    assert all(not tensor.any() for tensor in saved[0].values())
+    assert all(torch.equal(saved[1][name], tensor) for name, tensor in load_weights_file(tmp_path / "stored" / "member-01.safetensors")[0].items())
 
 
 @pytest.mark.slow

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+import torch
 from optuna.artifacts._protocol import ArtifactStore
 
 from search.config import DEFAULT_ENSEMBLES, METHODS, EnsembleSpec
@@ -102,18 +104,30 @@ class BuiltEnsemble:
         """(T,) the submitted digit of every test image."""
         return blend(self.test_probs, self.chosen.weights).argmax(axis=1)
 
-    def save(self, directory: str | Path | None = None) -> Path:
-        """Save the chosen members into `directory` (default: the spec's `save`, else a new folder under studies/ensembles)."""
+    def save(self, directory: str | Path | None = None, states: Mapping[int, dict[str, torch.Tensor]] | None = None) -> Path:
+        """Save the chosen members into `directory` (default: the spec's `save`, else a new folder under studies/ensembles).
+
+        `states` replaces the stored weights of some members, by candidate index (e.g. members
+        retrained on every labelled digit); the others are saved as their trials stored them.
+        """
+        states = states or {}
         target = directory or self.spec.save
         if target is None:
             remove_stale_temporaries(DEFAULT_ENSEMBLES)  # what killed saves left in our own folder
             target = new_ensemble_dir(DEFAULT_ENSEMBLES, self.method)
-        members, states, space_sources = [], [], {}
+        chosen = [int(index) for index in self.chosen.members]
+        member_states = [states[i] if i in states else load_candidate_state(self.candidates[i], self.pool.store) for i in chosen]
+        sources = [self.pool.spaces[self.candidates[i].study][1] for i in chosen]
+        space_files = {space_file_name(source): source for source in sources if source is not None}
+        self.saved = save_ensemble(target, self.manifest(), member_states, space_files, protected_paths(self.spec))
+        return self.saved
+
+    def manifest(self) -> Manifest:
+        """The manifest of this ensemble as saved now: the chosen members, heaviest first."""
+        members = []
         for position, index in enumerate(self.chosen.members):
             candidate = self.candidates[index]
             source = self.pool.spaces[candidate.study][1]
-            if source is not None:
-                space_sources[space_file_name(source)] = source
             members.append(
                 ManifestMember(
                     study=candidate.study,
@@ -128,8 +142,7 @@ class BuiltEnsemble:
                     val_accuracy=self.scores[index].accuracy,
                 )
             )
-            states.append(load_candidate_state(candidate, self.pool.store))
-        manifest = Manifest(
+        return Manifest(
             created=datetime.now(timezone.utc),
             method=self.method,
             tta=self.spec.tta,
@@ -141,8 +154,6 @@ class BuiltEnsemble:
             val_accuracy=self.val_accuracy,
             val_log_loss=self.val_log_loss,
         )
-        self.saved = save_ensemble(target, manifest, states, space_sources, protected_paths(self.spec))
-        return self.saved
 
     def write_submission(self, path: str | Path | None = None) -> tuple[Path, Path]:
         """Write the Kaggle submission (default: the spec's `out`), then its lineage beside it; returns (csv, json)."""

@@ -25,6 +25,7 @@ from search.data.digits import EMBEDDED_SOURCE, load_digits
 from search.errors import UserError
 from search.train.prepared import PreparedData, prepare_digits
 from search.study.storage import check_study_names
+from search.study.trial_attrs import EPOCHS_ATTR
 from search.train.inference import class_probabilities
 from search.train.models import rebuild_model
 from spaces import Space, load_space
@@ -45,6 +46,10 @@ class CandidateTrial:
     space: str  # the study's space name
     params: dict[str, Any]
     artifacts: dict[str, str]
+    # how it trained, as the trial recorded it (None for trials that did not)
+    seed: int | None = None
+    epochs: int | None = None  # the epoch budget
+    images_per_second: float | None = None
     val_probs: np.ndarray | None = field(default=None, repr=False)  # (V, 10)
     test_probs: np.ndarray | None = field(default=None, repr=False)  # (T, 10)
 
@@ -102,6 +107,9 @@ def _candidate(study_name: str, space: str, trial: FrozenTrial) -> CandidateTria
         space=space,
         params=dict(trial.params),
         artifacts=dict(trial.user_attrs[ARTIFACT_ATTR]),
+        seed=trial.user_attrs.get("seed"),
+        epochs=trial.user_attrs.get(EPOCHS_ATTR),
+        images_per_second=trial.user_attrs.get("images_per_second"),
     )
 
 
