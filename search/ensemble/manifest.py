@@ -217,12 +217,11 @@ def inside_folder(folder: str | Path, relative: Any, key: str) -> str:
     """`relative` as given, checked to be a relative path that stays inside `folder` after following symlinks."""
     if not isinstance(relative, str) or not relative.strip():
         raise ValueError(f"{key} must be a relative path inside the ensemble folder, got {_show(relative)}")
-    parts = PurePath(relative).parts
-    if PurePath(relative).is_absolute() or ".." in parts or "\\" in relative:
+    if PurePath(relative).is_absolute() or ".." in PurePath(relative).parts or "\\" in relative:
         raise ValueError(f"{key} {relative!r} must be a relative path inside the ensemble folder, without '..'")
     root = Path(folder).resolve()
-    if root not in (root / relative).resolve().parents:
-        raise ValueError(f"{key} {relative!r} leads outside the ensemble folder (through a symbolic link)")
+    if root not in (root / relative).resolve().parents:  # a symbolic link on the way leads out
+        raise ValueError(f"{key} {relative!r} leads outside the ensemble folder")
     return relative
 
 
