@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -12,7 +13,7 @@ import optuna
 import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 
-from search.config import DEFAULT_ARTIFACTS, DEFAULT_STORAGE
+from search.config import DEFAULT_ARTIFACTS, DEFAULT_STORAGE, STUDIES_HOME
 from search.errors import UserError
 
 HEARTBEAT_SECONDS = 30
@@ -25,6 +26,12 @@ T = TypeVar("T")
 # Drivers the project installs; a bare dialect would ask SQLAlchemy for one we don't ship.
 _DRIVER_FOR_DIALECT = {"postgresql": "psycopg", "mysql": "pymysql", "mariadb": "pymysql"}
 EXAMPLE_URLS = f"{DEFAULT_STORAGE} or postgresql://user@host/db"
+HIDDEN = "***"
+# Query parameters that carry a secret in some driver's URL: psycopg's password, pymysql's passwd, ...
+_SECRET_QUERY_KEY = re.compile(r"pass|pwd|secret|token|key", re.IGNORECASE)
+# In text that is not a URL SQLAlchemy can parse: the password of user:password@, and secret query values.
+_SECRET_USERINFO = re.compile(r"(://[^/?#@:]*):[^/?#]*@")  # up to the last @: a password may hold one
+_SECRET_QUERY = re.compile(r"([?&][^=&#]*(?:pass|pwd|secret|token|key)[^=&#]*=)[^&#]*", re.IGNORECASE)
 
 
 def parse_storage_url(text: str) -> URL:
@@ -32,23 +39,34 @@ def parse_storage_url(text: str) -> URL:
     try:
         url = make_url(text)
     except (sqlalchemy.exc.ArgumentError, ValueError):
-        raise UserError(f"--storage {text!r} is not a database URL; use e.g. {EXAMPLE_URLS}") from None
+        raise UserError(f"--storage {redacted(text)!r} is not a database URL; use e.g. {EXAMPLE_URLS}") from None
+    if url.host and "@" in url.host:
+        raise UserError(f"--storage {redacted(text)!r}: write an @ in the user or password as %40")
     if url.drivername in _DRIVER_FOR_DIALECT:
         url = url.set(drivername=f"{url.drivername}+{_DRIVER_FOR_DIALECT[url.drivername]}")
     backend = url.get_backend_name()
     if backend not in ("sqlite", "postgresql", "mysql", "mariadb"):
-        raise UserError(f"--storage {text!r}: unsupported database {backend!r}; use SQLite, PostgreSQL or MySQL/MariaDB")
+        raise UserError(f"--storage {redacted(url)!r}: unsupported database {backend!r}; use SQLite, PostgreSQL or MySQL/MariaDB")
     if backend == "mariadb":
         url = url.set(drivername="mysql+pymysql")
     if backend == "sqlite" and url.database in (None, "", ":memory:"):
-        raise UserError(f"--storage {text!r}: an in-memory SQLite database would lose the study; give a file, e.g. {DEFAULT_STORAGE}")
+        raise UserError(f"--storage {redacted(url)!r}: an in-memory SQLite database would lose the study; give a file, e.g. {DEFAULT_STORAGE}")
     return url
 
 
 def redacted(url: URL | str) -> str:
-    """The URL as it may be printed: password hidden."""
-    url = make_url(url) if isinstance(url, str) else url
-    return url.render_as_string(hide_password=True)
+    """The URL as it may be printed or stored: its password hidden, whether in user:password@ or a query
+    parameter (`?password=...`); text that is not a URL at all gets the same treatment by pattern."""
+    if isinstance(url, str):
+        # by pattern first: SQLAlchemy reads an unquoted @ in a password as part of the host
+        text = _SECRET_QUERY.sub(rf"\g<1>{HIDDEN}", _SECRET_USERINFO.sub(rf"\g<1>:{HIDDEN}@", url))
+        try:
+            url = make_url(text)
+        except (sqlalchemy.exc.ArgumentError, ValueError):
+            return text
+    secrets = {key: HIDDEN for key in url.query if _SECRET_QUERY_KEY.search(key)}
+    # the query is rendered URL-quoted: show the mark as it is shown for user:password@
+    return url.update_query_dict(secrets).render_as_string(hide_password=True).replace("%2A%2A%2A", HIDDEN)
 
 
 def open_storage(text: str) -> optuna.storages.RDBStorage:
@@ -57,7 +75,9 @@ def open_storage(text: str) -> optuna.storages.RDBStorage:
     engine_kwargs: dict = {}
     if url.get_backend_name() == "sqlite":
         path = Path(url.database).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        check_sqlite_folder(url)
+        if path.parent.resolve() == STUDIES_HOME.resolve():
+            path.parent.mkdir(exist_ok=True)
         use_write_ahead_log(path)
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:
@@ -79,6 +99,28 @@ def open_storage(text: str) -> optuna.storages.RDBStorage:
                 continue
             raise UserError(f"cannot open study database {redacted(url)}: {reason}; check the --storage URL and that the server is running") from None
     raise AssertionError("unreachable")
+
+
+def open_existing_storage(text: str) -> optuna.storages.RDBStorage | None:
+    """The study database when there is one to read; None for a SQLite file not created yet (opening would create it)."""
+    url = parse_storage_url(text)
+    if url.get_backend_name() == "sqlite" and not Path(url.database).expanduser().is_file():
+        check_sqlite_folder(url)
+        return None
+    return open_storage(text)
+
+
+def check_sqlite_folder(url: URL) -> None:
+    """A SQLite file may be new, but not its folder: a missing one is a typo, not a request to create it.
+
+    The default folder, studies/ under the working directory, is ours and is created when missing.
+    """
+    if url.get_backend_name() != "sqlite":
+        return
+    folder = Path(url.database).expanduser().parent
+    if not folder.is_dir() and folder.resolve() != STUDIES_HOME.resolve():
+        problem = "is not a folder" if folder.exists() else "does not exist"
+        raise UserError(f"--storage {redacted(url)}: {folder} {problem}; create the folder first or fix the path")
 
 
 def check_database_exists(storage: str) -> None:
