@@ -89,9 +89,9 @@ class DataOptions:
 class RunSpec:
     """`digit-search run`: create or continue a pruned study until it holds `trials` finished trials."""
 
-    space: str
+    space: str | None = None  # default: the space the study was created with (then `study` is needed)
     trials: int = 20
-    epochs: int = DEFAULT_EPOCHS
+    epochs: int | None = None  # default: the study's epoch budget, DEFAULT_EPOCHS for a new study
     data_dir: str | None = None
     storage: str = DEFAULT_STORAGE
     study: str | None = None  # default: the space's name
@@ -153,6 +153,7 @@ class TrialJob:
     pruner: str
     threads: int | None = None
     trial_timeout: float | None = None  # seconds of training after which a trial is pruned
+    trials_sharing_memory: int = 1  # trials that may run at once on one device: each may use its share
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,7 @@ class TrainSpec:
     space: str
     reference: str | None = None
     trial: str | None = None  # "STUDY:NUMBER"
-    epochs: int = DEFAULT_EPOCHS
+    epochs: int | None = None  # default: a --trial's own epochs, DEFAULT_EPOCHS for a --reference
     data_dir: str | None = None
     limit: int | None = None
     storage: str = DEFAULT_STORAGE

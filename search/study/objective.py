@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
@@ -11,7 +12,8 @@ from optuna.artifacts._protocol import ArtifactStore
 
 from search.config import TrialJob
 from search.study.artifacts import open_artifact_store, store_trial_artifacts
-from search.study.trial_attrs import FAIL_REASON_ATTR, INTERRUPTED, PRUNED_REASON_ATTR, RETRY_OF_ATTR
+from search.study.memory import check_fits
+from search.study.trial_attrs import EPOCHS_ATTR, FAIL_REASON_ATTR, HOSTNAME_ATTR, INTERRUPTED, PID_ATTR, PRUNED_REASON_ATTR
 from search.train.models import build_model, count_parameters
 from search.train.trainer import EpochReport, OutOfTime, TrainingData, train
 from spaces import Space, load_space
@@ -28,9 +30,13 @@ class TrialContext:
     base_seed: int
     artifact_store: ArtifactStore
     trial_timeout: float | None = None  # seconds of training after which a trial is pruned, mid-epoch if need be
+    trials_sharing_memory: int = 1  # trials that may run at once on this trial's device (see search.study.memory)
+    on_epoch: Callable[[optuna.Trial, EpochReport], None] | None = None  # e.g. the live progress line
 
     @classmethod
-    def from_job(cls, job: TrialJob, data: TrainingData) -> TrialContext:
+    def from_job(
+        cls, job: TrialJob, data: TrainingData, on_epoch: Callable[[optuna.Trial, EpochReport], None] | None = None
+    ) -> TrialContext:
         """The context the in-process loop and every Ray worker build from the run's one TrialJob."""
         return cls(
             space=load_space(job.space),
@@ -40,13 +46,9 @@ class TrialContext:
             base_seed=job.base_seed,
             artifact_store=open_artifact_store(job.artifacts),
             trial_timeout=job.trial_timeout,
+            trials_sharing_memory=job.trials_sharing_memory,
+            on_epoch=on_epoch,
         )
-
-
-def enqueue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """Queue a trial that was cut short (worker lost, Ctrl-C) to run again with the same params."""
-    if trial.params:
-        study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number})
 
 
 def make_objective(context: TrialContext):
@@ -79,24 +81,31 @@ def _train_trial(trial: optuna.Trial, context: TrialContext) -> float:
     seed = context.base_seed + trial.number
     device = context.data.device
     for key, value in {
-        "hostname": socket.gethostname(),
-        "pid": os.getpid(),
+        HOSTNAME_ATTR: socket.gethostname(),
+        PID_ATTR: os.getpid(),
         "device": str(device),
         "seed": seed,
         "data_hash": context.data_hash,
-        "epochs": context.epochs,
+        EPOCHS_ATTR: context.epochs,
     }.items():
         trial.set_user_attr(key, value)
 
     candidate = context.space.suggest(trial)
     trial.set_user_attr("family", candidate.family)
-    model = build_model(context.space, candidate, seed).to(device)
+    model = build_model(context.space, candidate, seed)
     trial.set_user_attr("params", count_parameters(model))
+    # before the model reaches the device: a config too big for it fails alone, with both figures
+    needed = check_fits(model, candidate.train.batch_size, device, context.trials_sharing_memory)
+    if needed is not None:
+        trial.set_user_attr("memory_mb", round(needed / 1e6, 1))
+    model.to(device)
 
     def on_epoch(report: EpochReport) -> None:
         trial.set_user_attr("images_per_second", round(report.images_per_second, 1))
         trial.set_user_attr("train_seconds", round(report.seconds, 2))
         trial.report(report.val_accuracy, report.epoch)
+        if context.on_epoch is not None:
+            context.on_epoch(trial, report)
         # a trial that trained its whole budget completes: pruning it then would only throw its weights away
         if report.epoch < context.epochs and trial.should_prune():
             raise optuna.TrialPruned(f"val accuracy {report.val_accuracy:.4f} at epoch {report.epoch}")
