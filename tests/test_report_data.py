@@ -1,10 +1,9 @@
 """The report's plain data on synthetic trials; the page and the command's edges without a browser."""
 
 import datetime
-import json
-from dataclasses import replace
 import math
 import re
+from dataclasses import replace
 
 import numpy as np
 import optuna
@@ -15,7 +14,7 @@ from optuna.trial import TrialState, create_trial
 
 from search.cli.main import main
 from search.report import build
-from search.report.build import LoadedStudy, csv_text, newest_matching_ensemble
+from search.report.build import csv_text
 from search.report.data import (
     MIN_TRIALS_FOR_IMPORTANCE,
     best_per_family,
@@ -486,23 +485,3 @@ def test_dashboard_spec_checks_its_options():
         DashboardSpec(port=70000)
     with pytest.raises(UserError, match="not a database URL"):
         serve_dashboard(DashboardSpec(storage="nonsense"))
-
-
-def test_the_newest_ensemble_of_the_reported_studies_is_found(tmp_path, mixed):
-    studies = [LoadedStudy("cnn", {"data_hash": "h", "split": "s"}, optuna.study.StudyDirection.MAXIMIZE, mixed)]
-    member = {"study": "cnn", "trial": 2, "family": "cnn", "weight": 1.0}
-    saved = {
-        "old": {"created": "2025-01-01T00:00:00+00:00", "studies": ["cnn"], "data_hash": "h", "split": "s", "members": [member]},
-        "ours": {"created": "2025-01-02T00:00:00+00:00", "studies": ["cnn"], "data_hash": "h", "split": "s", "members": [member]},
-        "other-study": {"created": "2025-01-03T00:00:00+00:00", "studies": ["cnn", "vit"], "data_hash": "h", "split": "s", "members": [member]},
-        "other-data": {"created": "2025-01-04T00:00:00+00:00", "studies": ["cnn"], "data_hash": "x", "split": "s", "members": [member]},
-        "gone-trial": {"created": "2025-01-05T00:00:00+00:00", "studies": ["cnn"], "data_hash": "h", "split": "s", "members": [{**member, "trial": 99}]},
-    }
-    for name, manifest in saved.items():
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "manifest.json").write_text(json.dumps(manifest))
-    (tmp_path / "broken").mkdir()
-    (tmp_path / "broken" / "manifest.json").write_text("{")
-    directory, manifest = newest_matching_ensemble(tmp_path, studies)
-    assert directory == tmp_path / "ours" and manifest["created"].startswith("2025-01-02")
-    assert newest_matching_ensemble(tmp_path / "missing", studies) is None
