@@ -176,3 +176,54 @@ def test_ctrl_c_in_process_fails_the_trial_quietly_and_the_next_run_trains_its_p
     retry = next(t for t in trials if t.user_attrs.get(RETRY_OF_ATTR) == interrupted[0].number)
     assert retry.state == TrialState.COMPLETE and retry.params == interrupted[0].params
     assert len(finished(trials)) == 2 and not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+KILLING_SPACE = '''
+"""A family whose config x=0 kills the process that builds it, as the OOM killer would."""
+import os
+import signal
+from dataclasses import dataclass
+
+from torch import nn
+
+from spaces.base import Reference
+
+NAME = "oom"
+
+
+@dataclass(frozen=True)
+class Config:
+    x: int = 1
+
+
+def suggest(trial):
+    return Config(x=trial.suggest_int("oom.x", 0, 1000))
+
+
+def params_of(config):
+    return {"oom.x": config.x}
+
+
+def build(config):
+    if config.x == 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+
+
+REFERENCES = {"killer": Reference("killer", Config(0)), "fine": Reference("fine", Config(1))}
+'''
+
+
+def test_a_config_whose_worker_dies_twice_is_failed_for_good_and_the_study_goes_on(local_ray, tmp_path):
+    space = tmp_path / "oom_space.py"
+    space.write_text(KILLING_SPACE)
+    run = spec(f"sqlite:///{tmp_path}/s.db", tmp_path, space=str(space), trials=2, epochs=1, reference=True, workers=1, address="auto")
+    run_study(run)
+    trials = trials_of(run)
+    killer = [t for t in trials if t.system_attrs.get("fixed_params", t.params).get("oom.x") == 0]
+    assert [t.state for t in killer] == [TrialState.FAIL, TrialState.FAIL]  # the first attempt and one retry, no more
+    assert killer[1].user_attrs[RETRY_OF_ATTR] == killer[0].number and "worker lost" in killer[0].user_attrs["fail_reason"]
+    assert killer[1].user_attrs["fail_reason"].startswith(f"process died 2 times with these params (trials {killer[0].number}, {killer[1].number})")
+    assert len(finished(trials)) == 2 and not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    run_study(RunSpec(**{**run.__dict__, "trials": 3}))  # a later run does not try it again
+    assert len([t for t in trials_of(run) if t.system_attrs.get("fixed_params", t.params).get("oom.x") == 0]) == 2

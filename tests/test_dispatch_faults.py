@@ -1,5 +1,6 @@
 """Faults a shared study must survive: a database restart, a lost node of a Ray cluster."""
 
+import io
 import shutil
 import signal
 import sys
@@ -13,7 +14,8 @@ from optuna.trial import TrialState
 from ray.cluster_utils import Cluster
 
 from search.errors import UserError
-from search.study.trial_attrs import RETRY_OF_ATTR
+from search.study.retries import process_exists
+from search.study.trial_attrs import FAIL_REASON_ATTR, RETRY_OF_ATTR
 from search.study.storage import open_storage
 from search.dispatch.run import run_study
 from tests.test_dispatch import SLOW_SPACE, finished, running_trial, server_url, spec, trials_of, wait_for
@@ -113,3 +115,41 @@ def test_ctrl_c_on_the_driver_leaves_nothing_running_and_the_same_command_resume
     assert resumed.returncode == 0, resumed.stderr
     trials = trials_of(run)
     assert len(finished(trials)) == 4 and not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+def test_trials_left_running_by_a_killed_driver_are_failed_and_retried_by_the_next_run(tmp_path):
+    if ray.is_initialized():
+        ray.shutdown()
+    storage = f"sqlite:///{tmp_path}/s.db"
+    command = [sys.executable, "-m", "search.cli", "run", "--space", SLOW_SPACE, "--workers", "2", "--trials", "4",
+               "--epochs", "2", "--limit", "200", "--storage", storage, "--study", "killed", "--no-reference",
+               "--pruner", "none", "--gpus-per-trial", "0", "--cpus-per-trial", "1"]
+    run = spec(storage, tmp_path, study="killed", space=SLOW_SPACE, trials=4, epochs=2, workers=1, pruner="none", reference=False)
+    open_storage(storage)
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: len([t for t in trials_of_or_none(run) if t.state == TrialState.RUNNING]) == 2)
+    driver.kill()  # SIGKILL: no handler runs, nothing is settled
+    driver.wait()
+    left = [t for t in trials_of(run) if t.state == TrialState.RUNNING]
+    # Ray's processes die with their driver; a user reruns after that
+    wait_for(lambda: not any(process_exists(t.user_attrs["pid"]) for t in left), timeout=60)
+
+    out = io.StringIO()
+    run_study(run, out)
+    assert "left running by a run that is gone" in out.getvalue()
+    trials = {t.number: t for t in trials_of(run)}
+    for trial in left:
+        settled = trials[trial.number]
+        if settled.state == TrialState.COMPLETE:  # its worker finished it before it died with the driver
+            continue
+        assert settled.state == TrialState.FAIL and "is gone" in settled.user_attrs[FAIL_REASON_ATTR]
+        retries = [t for t in trials.values() if t.user_attrs.get(RETRY_OF_ATTR) == trial.number]
+        assert len(retries) == (1 if settled.params else 0)
+    assert len(finished(list(trials.values()))) == 4 and not [t for t in trials.values() if t.state == TrialState.RUNNING]
+
+
+def trials_of_or_none(run):
+    try:
+        return trials_of(run)
+    except KeyError:
+        return []

@@ -5,3 +5,7 @@ FAIL_REASON_ATTR = "fail_reason"
 RETRY_OF_ATTR = "retry_of"  # on a re-enqueued trial: the number of the trial it repeats
 PRUNED_REASON_ATTR = "pruned_reason"  # set only when a trial was stopped for its time, not its accuracy
 INTERRUPTED = "interrupted (Ctrl-C)"
+PROCESS_LOST_ATTR = "process_lost"  # True on a trial failed because the process running it died (OOM kill, SIGKILL)
+HOSTNAME_ATTR = "hostname"  # the machine, and the process on it, that runs the trial (its driver until a worker starts it)
+PID_ATTR = "pid"
+EPOCHS_ATTR = "epochs"  # the epoch budget the trial trained with
