@@ -1,12 +1,15 @@
 """The per-trial progress line: counts, best value, and an ETA that respects --timeout."""
 
 import io
+from pathlib import Path
 from unittest import mock
 
 import optuna
 from optuna.trial import TrialState, create_trial
 
-from search.study.progress import Progress
+from search.config import RunSpec
+from search.dispatch.run import run_study
+from search.study.progress import CLEAR_TO_END, Progress, RunningTrial
 
 
 def study_with(values: list[float]) -> optuna.Study:
@@ -47,3 +50,43 @@ def test_a_pruned_trial_says_at_which_epoch_or_why():
     reason = "over --trial-timeout 30s: stopped before step 53 of 591 in epoch 1"
     study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={"family": "vit", "pruned_reason": reason}))
     assert f"trial 3 vit pruned, {reason} |" in line_after(Progress(10, 0, io.StringIO()), study, elapsed=10)
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_gets_a_live_line_that_the_next_finished_trial_replaces():
+    study = study_with([0.9])
+    progress = Progress(10, 0, Terminal())
+    progress.show_running([RunningTrial(3, "vit", 10, 2, 0.9612, 1234.5), RunningTrial(4, "cnn", 10)])
+    assert progress.out.getvalue() == f"\rtrial 3 vit epoch 2/10 val 96.12%, 1,234 images/s | trial 4 cnn in epoch 1/10{CLEAR_TO_END}"
+    line_after(progress, study, elapsed=10)
+    finished = progress.out.getvalue().split(CLEAR_TO_END)[-1]
+    assert progress.out.getvalue().count("\r") == 2 and finished.startswith("[1/10] trial 0 cnn val 90.00%") and finished.endswith("\n")
+
+
+def test_piped_output_gets_only_the_finished_lines():
+    progress = Progress(10, 0, io.StringIO())
+    progress.show_running([RunningTrial(3, "vit", 10, 2, 0.96, 1000.0)])
+    line_after(progress, study_with([0.9]), elapsed=10)
+    assert "\r" not in progress.out.getvalue() and progress.out.getvalue().count("\n") == 1
+
+
+def test_a_running_trial_is_read_from_what_the_study_records():
+    trial = create_trial(state=TrialState.RUNNING, intermediate_values={1: 0.5, 2: 0.75}, user_attrs={"family": "cnn", "images_per_second": 812.4})
+    trial.number = 7
+    assert RunningTrial.from_trial(trial, 9).describe() == "trial 7 cnn epoch 2/9 val 75.00%, 812 images/s"
+    fresh = create_trial(state=TrialState.RUNNING)
+    fresh.number = 8
+    assert RunningTrial.from_trial(fresh, 9).describe() == "trial 8 ? in epoch 1/9"
+
+
+def test_a_run_on_a_terminal_shows_each_epoch_of_the_running_trial(tmp_path):
+    out = Terminal()
+    space = str(Path(__file__).parent / "fixtures" / "my_space.py")
+    run_study(RunSpec(space=space, trials=1, epochs=2, limit=200, storage=f"sqlite:///{tmp_path}/s.db"), out)
+    live = [part for part in out.getvalue().split("\r") if part.startswith("trial 0 mlp epoch")]
+    assert [part.split(" val ")[0] for part in live] == ["trial 0 mlp epoch 1/2", "trial 0 mlp epoch 2/2"]
+    assert all("images/s" in part for part in live)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,15 +12,35 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.config import RunSpec, TrialJob
-from search.dispatch.in_process import retry_interrupted, run_in_process
-from search.study.artifacts import artifact_location, is_s3_url
-from search.study.progress import Progress
+from search.dispatch.in_process import run_in_process
+from search.errors import UserError
+from search.study.artifacts import artifact_location, check_artifact_store, is_s3_url
+from search.study.progress import Progress, RunningTrial, plural
+from search.study.retries import config_of, reconcile_lost_trials, retry_interrupted
+from search.study.setup import (
+    check_can_continue,
+    check_study_name,
+    enqueue_references,
+    open_study,
+    recorded_space,
+    recorded_study,
+    resolve_epochs,
+    space_source,
+    study_identity,
+)
 from search.study.states import FINISHED, count_states
-from search.study.setup import enqueue_references, open_study, study_identity
-from search.study.storage import absolute_storage_url, open_storage, parse_storage_url, redacted
-from search.study.trial_attrs import FAIL_REASON_ATTR
-from search.train.prepared import prepare_data
-from spaces import load_space
+from search.study.storage import (
+    absolute_storage_url,
+    check_sqlite_folder,
+    open_existing_storage,
+    open_storage,
+    parse_storage_url,
+    redacted,
+)
+from search.study.trial_attrs import FAIL_REASON_ATTR, RETRY_OF_ATTR
+from search.train.prepared import PreparedData, prepare_data
+from search.train.trainer import EpochReport
+from spaces import Space, load_space
 
 MAX_FAILURES_IN_A_ROW = 5
 
@@ -50,65 +71,133 @@ class FailuresInARow:
         return self.reason is not None
 
 
-def trial_job(spec: RunSpec, study_name: str, data_hash: str, split: str, artifact_dir: str) -> TrialJob:
+def trial_job(
+    spec: RunSpec, study_name: str, space_option: str, epochs: int, prepared: PreparedData, artifact_dir: str, trials_sharing_memory: int
+) -> TrialJob:
     """The run's one TrialJob, with paths made absolute for workers that start in another directory."""
     return TrialJob(
         storage=absolute_storage_url(spec.storage),
         study_name=study_name,
-        space=str(Path(spec.space).resolve()) if spec.space.endswith(".py") else spec.space,
-        epochs=spec.epochs,
+        space=space_source(space_option),
+        epochs=epochs,
         base_seed=spec.seed,
-        data_hash=data_hash,
-        split=split,
+        data_hash=prepared.digits.data_hash,
+        split=prepared.split.fingerprint(),
         artifacts=artifact_dir if is_s3_url(artifact_dir) else str(Path(artifact_dir).resolve()),
         pruner=spec.pruner,
         threads=spec.threads,
         trial_timeout=spec.trial_timeout,
+        trials_sharing_memory=trials_sharing_memory,
     )
 
 
 def run_study(spec: RunSpec, out: TextIO | None = None) -> RunSummary:
-    """Create or continue the study until it holds spec.trials complete-or-pruned trials."""
+    """Create or continue the study until it holds spec.trials complete-or-pruned trials.
+
+    Every option is checked before anything is written to the study: the storage URL and its
+    folder, the study name, the space and epoch budget against the study's, the data, that the
+    artifact store takes a file, and for Ray the cluster and the shares asked of it.
+    """
     out = out or sys.stdout
-    parse_storage_url(spec.storage)  # a malformed URL fails before any data is loaded
-    space = load_space(spec.space)
+    url = parse_storage_url(spec.storage)  # a malformed URL fails before any data is loaded
+    check_sqlite_folder(url)
+    if spec.space is None and spec.study is None:
+        raise UserError("give --space to create a study, or --study NAME to continue one")
+    space = None if spec.space is None else load_space(spec.space)
+    name = spec.study or space.name
+    check_study_name(name)
+    storage = open_existing_storage(spec.storage)  # read only: a new SQLite file is created once all is checked
+    recorded = recorded_study(storage, name)
+    space_option = spec.space or recorded_space(recorded, name, redacted(url))
+    space = space or load_space(space_option)
+    epochs = resolve_epochs(spec.epochs, recorded, name)
     # the driver of a parallel run trains nothing: its copy of the data only feeds the object store
     prepared = prepare_data(spec.data_dir, limit=spec.limit, val_fraction=spec.val_fraction, split_seed=spec.split_seed, device="cpu" if spec.parallel else spec.device)
-    storage = open_storage(spec.storage)
-    study = open_study(
-        spec.study or space.name, storage, study_identity(space, prepared), seed=spec.seed, pruner=spec.pruner, epochs=spec.epochs
-    )
+    identity = study_identity(space, prepared)
+    if storage is not None:
+        check_can_continue(storage, name, identity)
     artifact_dir = artifact_location(spec.artifacts, spec.storage)
-    job = trial_job(spec, study.study_name, prepared.digits.data_hash, prepared.split.fingerprint(), artifact_dir)
-    optuna.storages.fail_stale_trials(study)
-    if spec.reference:
-        enqueue_references(study, space)
-
-    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
-    where = "Ray workers" if spec.parallel else f"device {prepared.tensors.device}"
-    out.write(
-        f"study {study.study_name!r} in {redacted(spec.storage)}: {finished}/{spec.trials} trials finished; "
-        f"data {prepared.digits.source}, {len(prepared.split.train_index)} train / {len(prepared.split.val_index)} val rows; "
-        f"{where}; {spec.epochs} epochs max\n"
-    )
+    check_artifact_store(artifact_dir)
     failures = FailuresInARow(MAX_FAILURES_IN_A_ROW)
-    progress = Progress(spec.trials, finished, out, spec.timeout)
-
-    def on_trial(study: optuna.Study, trial: FrozenTrial) -> bool:
-        progress(study, trial)
-        return failures.should_stop(trial)
-
-    if finished < spec.trials:
-        retry_interrupted(study)
+    with contextlib.ExitStack() as stack:
+        resources = None
         if spec.parallel:
-            from search.dispatch.ray_driver import run_parallel  # Ray is imported only for parallel runs
+            from search.dispatch import ray_driver  # Ray is imported only for parallel runs
 
-            run_parallel(spec, job, study, storage, prepared, on_trial, out)
-        else:
-            run_in_process(job, study, prepared.tensors, spec.trials, spec.timeout, on_trial)
+            resources = stack.enter_context(ray_driver.ray_cluster(spec))
+        storage = storage or open_storage(spec.storage)
+        study = open_study(name, storage, identity, seed=spec.seed, pruner=spec.pruner, epochs=epochs, space_option=space_option)
+        job = trial_job(spec, name, space_option, epochs, prepared, artifact_dir, resources.trials_per_device if resources else 1)
+        reconciled = reconcile_lost_trials(study, storage)
+        retry_interrupted(study)
+        if spec.reference:
+            enqueue_references(study, space)
+
+        finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+        where = resources.describe(job.threads) if resources else f"device {prepared.tensors.device}"
+        out.write(
+            f"study {name!r} in {redacted(url)}: {describe_count(finished, spec.trials)}; "
+            f"data {prepared.digits.source}, {len(prepared.split.train_index)} train / {len(prepared.split.val_index)} val rows; "
+            f"{where}; up to {plural(epochs, 'epoch')} a trial\n"
+        )
+        if reconciled:
+            out.write(
+                f"{describe_numbers(reconciled)} left running by a run that is gone: failed now, "
+                f"their configs queued again unless their process died twice\n"
+            )
+        if finished < spec.trials:
+            out.write(describe_queue(study, space, spec.trials - finished) + "\n")
+        progress = Progress(spec.trials, finished, out, spec.timeout)
+
+        def on_trial(study: optuna.Study, trial: FrozenTrial) -> bool:
+            progress(study, trial)
+            return failures.should_stop(trial)
+
+        def on_epoch(trial: optuna.Trial, report: EpochReport) -> None:
+            family = trial.user_attrs.get("family", "?")
+            progress.show_running([RunningTrial(trial.number, family, epochs, report.epoch, report.val_accuracy, report.images_per_second)])
+
+        if finished < spec.trials:
+            if resources is not None:
+                ray_driver.run_parallel(resources, job, study, storage, prepared, spec.trials, spec.timeout, on_trial, progress)
+            else:
+                run_in_process(job, study, storage, prepared.tensors, spec.trials, spec.timeout, on_trial, on_epoch if progress.live else None)
     summary = summarize(study, spec, artifact_dir, failures.reason)
     print_summary(summary, out)
     return summary
+
+
+def describe_count(finished: int, target: int) -> str:
+    if finished < target:
+        return f"{finished} of {target} trials finished"
+    return f"holds {plural(finished, 'finished trial')}, so --trials {target} is reached: nothing to run (raise --trials to go on)"
+
+
+def describe_numbers(numbers: list[int]) -> str:
+    return f"trial {numbers[0]}" if len(numbers) == 1 else f"trials {', '.join(map(str, numbers))}"
+
+
+def describe_queue(study: optuna.Study, space: Space, to_run: int) -> str:
+    """What runs first: the queued references and retries, then sampled trials, and how --trials cuts that."""
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    if not waiting:
+        return f"{plural(to_run, 'sampled trial')} to run"
+    retries = [t for t in waiting if RETRY_OF_ATTR in t.user_attrs]
+    queued = [t for t in waiting if RETRY_OF_ATTR not in t.user_attrs]
+    names = {tuple(sorted(params.items())): ref for ref, (_, params) in space.references().items()}
+    parts = []
+    if retries:
+        parts.append(f"{plural(len(retries), 'retry', 'retries')} of {describe_numbers([t.user_attrs[RETRY_OF_ATTR] for t in retries])}")
+    if queued:
+        labels = [names.get(tuple(sorted(config_of(t).items()))) for t in queued]
+        what = "reference" if all(labels) else "queued config"
+        parts.append(f"{plural(len(queued), what)} ({', '.join(label or f'trial {t.number}' for label, t in zip(labels, queued))})")
+    first = f"queued first: {' and '.join(parts)}"
+    if to_run < len(waiting):
+        return f"{first}; --trials leaves room for {to_run} of them this run, the rest stay queued for a later one, sampled trials after them"
+    if to_run == len(waiting):
+        return f"{first}; they fill --trials, so sampled trials follow only if one fails (raise --trials for more)"
+    return f"{first}, then {plural(to_run - len(waiting), 'sampled trial')}"
 
 
 def summarize(study: optuna.Study, spec: RunSpec, artifact_dir: str, stopped_early: str | None) -> RunSummary:

@@ -6,7 +6,9 @@ ensemble can be built later without re-training anything.
 
 from __future__ import annotations
 
+import io
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -43,6 +45,21 @@ def open_artifact_store(location: str | Path, *, must_exist: bool = False) -> Ar
         raise UserError(f"artifact store {path} does not exist; pass the --artifacts the studies were run with")
     path.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(str(path))
+
+
+def check_artifact_store(location: str) -> None:
+    """Write and delete a small probe, so a store that can't be written (a path through a file, a bucket
+    without credentials) is refused in one line before any trial trains, not after each one has."""
+    try:
+        store = open_artifact_store(location)
+        probe = f".digit-search-probe-{uuid.uuid4().hex}"
+        store.write(probe, io.BytesIO(b"probe"))
+        store.remove(probe)
+    except UserError:
+        raise
+    except Exception as err:  # OSError, botocore's NoCredentialsError and ClientError, ...
+        reason = " ".join(str(err).split())[:300]
+        raise UserError(f"--artifacts {location}: cannot write there ({type(err).__name__}: {reason})") from None
 
 
 class PrefixedArtifactStore:

@@ -1,4 +1,4 @@
-"""A live, one-line-per-trial progress display and the end-of-run summary."""
+"""Progress of a run: one line per finished trial, and on a terminal a live line of the trials running."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import logging
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from typing import TextIO
 
 import optuna
@@ -13,6 +14,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.study.states import count_states
 from search.study.trial_attrs import FAIL_REASON_ATTR, PRUNED_REASON_ATTR
+
+
+CLEAR_TO_END = "\x1b[K"  # ANSI: erase the rest of the line, so a shorter live line leaves no tail
 
 
 def quiet_optuna() -> None:
@@ -57,15 +61,68 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-class Progress:
-    """Optuna callback: prints done/pruned/failed, best accuracy, elapsed and ETA after each trial."""
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """'1 epoch', '3 epochs'; `many` for a word that does not just add an s ('retries')."""
+    return f"{count} {word}" if count == 1 else f"{count} {many or word + 's'}"
 
-    def __init__(self, target: int, already_finished: int, out: TextIO = sys.stdout, timeout: float | None = None) -> None:
+
+@dataclass(frozen=True)
+class RunningTrial:
+    """Where a running trial is: its last finished epoch, the accuracy then, and its training speed."""
+
+    number: int
+    family: str
+    epochs: int  # its budget
+    epoch: int | None = None  # None: still in its first epoch
+    val_accuracy: float | None = None
+    images_per_second: float | None = None
+
+    @classmethod
+    def from_trial(cls, trial: FrozenTrial, epochs: int) -> RunningTrial:
+        """As the study records it (the objective reports every epoch): what a Ray driver can see of its workers."""
+        step = trial.last_step
+        return cls(
+            trial.number,
+            trial.user_attrs.get("family", "?"),
+            epochs,
+            step,
+            None if step is None else trial.intermediate_values[step],
+            trial.user_attrs.get("images_per_second"),
+        )
+
+    def describe(self) -> str:
+        where = f"trial {self.number} {self.family}"
+        if self.epoch is None:
+            return f"{where} in epoch 1/{self.epochs}"
+        speed = "" if self.images_per_second is None else f", {self.images_per_second:,.0f} images/s"
+        return f"{where} epoch {self.epoch}/{self.epochs} val {self.val_accuracy:.2%}{speed}"
+
+
+class Progress:
+    """Optuna callback: prints done/pruned/failed, best accuracy, elapsed and ETA after each trial.
+
+    On a terminal it also keeps a live line of the running trials (`show_running`), rewritten in
+    place and replaced by the next finished-trial line; piped output gets only the finished lines.
+    """
+
+    def __init__(
+        self, target: int, already_finished: int, out: TextIO = sys.stdout, timeout: float | None = None, live: bool | None = None
+    ) -> None:
         self.target = target
         self.timeout = timeout  # seconds after which no new trial starts
         self.started = time.monotonic()
         self.finished_at_start = already_finished
         self.out = out
+        self.live = out.isatty() if live is None else live
+        self.live_shown = False
+
+    def show_running(self, running: list[RunningTrial]) -> None:
+        """Rewrite the live line (terminal only)."""
+        if not self.live or not running:
+            return
+        self.out.write("\r" + " | ".join(trial.describe() for trial in running) + CLEAR_TO_END)
+        self.out.flush()
+        self.live_shown = True
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         counts = count_states(study.get_trials(deepcopy=False))
@@ -79,6 +136,9 @@ class Progress:
             eta = min(eta, max(self.timeout - elapsed, 0) + per_trial)
         best = _best_value(study)
         outcome = _describe(trial)
+        if self.live_shown:
+            self.out.write("\r" + CLEAR_TO_END)
+            self.live_shown = False
         self.out.write(
             f"[{finished}/{self.target}] trial {trial.number} {outcome} | "
             f"done {counts['complete']} pruned {counts['pruned']} failed {counts['fail']} | "

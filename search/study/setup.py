@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 
+from search.config import DEFAULT_EPOCHS
 from search.errors import UserError
+from search.study.retries import RetriesFirstStudy
+from search.study.trial_attrs import EPOCHS_ATTR
 from search.train.prepared import PreparedData
 from spaces import Space
 
 # Study attrs that must match for a run to continue a study.
 IDENTITY_ATTRS = ("space", "data_hash", "split")
+EPOCHS_STUDY_ATTR = "epochs"  # the study's epoch budget: what each trial trains at most, Hyperband's max resource
+SPACE_SOURCE_STUDY_ATTR = "space_source"  # --space as a later run can load it: a built-in name or a file's absolute path
+MAX_STUDY_NAME = 512  # characters: Optuna's study_name column
 TPE_STARTUP_TRIALS = 10
 
 
@@ -28,6 +36,57 @@ def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
 
 def study_identity(space: Space, prepared: PreparedData) -> dict[str, object]:
     return {"space": space.name, **prepared.study_attrs()}
+
+
+def space_source(option: str) -> str:
+    """--space as any process can load it later: a built-in name as given, a family file by its absolute path."""
+    return str(Path(option).resolve()) if option.endswith(".py") else option
+
+
+def check_study_name(name: str) -> None:
+    if len(name) > MAX_STUDY_NAME:
+        raise UserError(f"--study is {len(name)} characters long; a study name may have at most {MAX_STUDY_NAME}")
+
+
+def recorded_study(storage: optuna.storages.BaseStorage | None, name: str) -> dict[str, object] | None:
+    """The study's user attrs, with its epoch budget filled in from its trials for a study that predates the attr;
+    None when there is no such study (or no database yet)."""
+    if storage is None:
+        return None
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
+    attrs = dict(storage.get_study_user_attrs(study_id))
+    if EPOCHS_STUDY_ATTR not in attrs:
+        budgets = [t.user_attrs[EPOCHS_ATTR] for t in storage.get_all_trials(study_id, deepcopy=False) if EPOCHS_ATTR in t.user_attrs]
+        if budgets:
+            attrs[EPOCHS_STUDY_ATTR] = budgets[-1]
+    return attrs
+
+
+def recorded_space(recorded: dict[str, object] | None, study_name: str, where: str) -> str:
+    """The --space the study was created with, for a run that gives none."""
+    if recorded is None:
+        raise UserError(f"no study {study_name!r} in {where}; give --space to create it")
+    source = recorded.get(SPACE_SOURCE_STUDY_ATTR) or recorded.get("space")
+    if not isinstance(source, str):
+        raise UserError(f"study {study_name!r} does not record its space; give --space")
+    return source
+
+
+def resolve_epochs(option: int | None, recorded: dict[str, object] | None, study_name: str) -> int:
+    """--epochs as given, else the study's budget (DEFAULT_EPOCHS for a new study); a value that differs from
+    the budget is refused: it would mix budgets and change what the pruner compares."""
+    budget = (recorded or {}).get(EPOCHS_STUDY_ATTR)
+    if option is None:
+        return int(budget) if budget is not None else DEFAULT_EPOCHS
+    if budget is not None and option != budget:
+        raise UserError(
+            f"study {study_name!r} trains each trial at most {budget} epochs; leave --epochs out (or pass --epochs {budget}) "
+            f"to continue it, or use --study NEW_NAME for a study of {option} epochs"
+        )
+    return option
 
 
 def check_can_continue(storage: optuna.storages.BaseStorage, study_name: str, identity: dict[str, object]) -> None:
@@ -60,18 +119,16 @@ def open_study(
     seed: int,
     pruner: str,
     epochs: int,
+    space_option: str,
 ) -> optuna.Study:
-    """Create the study or load it (checked to be on the same space, data and split); records its identity."""
+    """Create the study or load it (checked to be on the same space, data and split); records its identity,
+    epoch budget and space. The study hands out retries of trials cut short before other queued trials."""
     check_can_continue(storage, name, identity)
-    study = optuna.create_study(
-        study_name=name,
-        storage=storage,
-        direction="maximize",
-        sampler=make_sampler(seed),
-        pruner=make_pruner(pruner, epochs),
-        load_if_exists=True,
-    )
-    for key, value in identity.items():
+    sampler, study_pruner = make_sampler(seed), make_pruner(pruner, epochs)
+    optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler, pruner=study_pruner, load_if_exists=True)
+    study = RetriesFirstStudy(study_name=name, storage=storage, sampler=sampler, pruner=study_pruner)
+    recorded = {**identity, EPOCHS_STUDY_ATTR: epochs, SPACE_SOURCE_STUDY_ATTR: space_source(space_option)}
+    for key, value in recorded.items():
         if study.user_attrs.get(key) != value:
             study.set_user_attr(key, value)
     return study
