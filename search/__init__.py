@@ -4,9 +4,11 @@ The Python API (see search.api) is loaded on first use, so `import search` stays
 
     import search
     search.run_study("cnn", trials=6, epochs=3)
-    result = search.make_submission("cnn", out_path="submission.csv")
-    ensemble = search.load_ensemble()
-    labels = ensemble.predict(images)  # (N, 28, 28) uint8 -> (N,) digits
+    ensemble = search.build_ensemble("cnn")    # weights chosen on validation; nothing written yet
+    ensemble.save()
+    ensemble.write_submission("submission.csv")
+    labels = search.load_ensemble().predict(images)  # (N, 28, 28) uint8 -> (N,) digits
+    search.auto(budget="20m", data_dir="~/kaggle/digit-recognizer")  # everything, in one budget
 """
 
 from __future__ import annotations
@@ -15,24 +17,25 @@ import importlib
 
 from search.errors import UserError
 
-_API = (
-    "EnsembleResult",
-    "LoadedEnsemble",
-    "Prediction",
-    "ReportFiles",
-    "RunSummary",
-    "load_ensemble",
-    "make_submission",
-    "predict_files",
-    "run_study",
-    "serve_dashboard",
-    "train_one",
-    "write_report",
-)
+# name -> the module that defines it; each loads on first use
+_API = {
+    **{name: "search.api" for name in (
+        "auto", "build_ensemble", "leaderboard", "load_ensemble", "make_submission",
+        "predict_files", "run_study", "serve_dashboard", "train_one", "write_report",
+    )},
+    "AutoResult": "search.auto.run",
+    "BuiltEnsemble": "search.ensemble.build",
+    "EnsembleResult": "search.ensemble.build",
+    "Leaderboard": "search.report.leaderboard",
+    "LoadedEnsemble": "search.ensemble.saved",
+    "Prediction": "search.ensemble.saved",
+    "ReportFiles": "search.report.build",
+    "RunSummary": "search.dispatch.run",
+}
 __all__ = ["UserError", *_API]
 
 
 def __getattr__(name: str):
     if name in _API:
-        return getattr(importlib.import_module("search.api"), name)
+        return getattr(importlib.import_module(_API[name]), name)
     raise AttributeError(f"module 'search' has no attribute {name!r}")

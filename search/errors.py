@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 # Command-line flags whose Python argument has another name; the rest are the flag with '_' for '-'.
-ARGUMENT_OF_FLAG = {"--data": "data_dir", "--json": "as_json", "--space-file": "space_files", "--no-reference": "reference"}
+ARGUMENT_OF_FLAG = {"--data": "data_dir", "--json": "as_json", "--space-file": "space_files", "--no-reference": "reference", "--no-refit": "refit"}
 _FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9-]*)")
 
 

@@ -4,6 +4,8 @@ import pytest
 
 from search.auto.plan import (
     MAX_REFIT_MODELS,
+    REFERENCE_SHARE,
+    REFIT_SHARE,
     MIN_REFIT_EPOCHS,
     FamilyCost,
     choose_refit,
@@ -39,21 +41,21 @@ def test_survivors_keep_the_better_half_by_ensemble_share_then_accuracy():
     assert survivors({"a": (0.0, 0.9), "b": (0.0, 0.95), "c": (0.0, 0.8)}) == ["b", "a"]
 
 
-def test_the_plan_reserves_the_final_phase_and_sizes_search_epochs_from_measured_speed():
-    costs = [FamilyCost("cnn", 2000.0), FamilyCost("vit", 1000.0)]
+def test_the_plan_reserves_the_final_phase_and_sizes_search_epochs_so_the_references_fit():
+    costs = [FamilyCost("cnn", 2000.0, references=3), FamilyCost("vit", 1000.0, references=2)]
     plan = plan_budget(3600, costs, train_images=37_800, all_images=42_000, refit=True)
-    assert plan.refit_seconds == pytest.approx(0.3 * 3600)
+    assert plan.refit_seconds == pytest.approx(REFIT_SHARE * 3600)
     assert plan.search_seconds + plan.refit_seconds + plan.final_seconds == pytest.approx(3600)
     assert plan.rounds == 2
-    # the first round gives each family search / 2 / 2 s; a trial takes a third of that at most
+    # each family's references fit in its part of the reference phase, and nearly fill it
     for cost in costs:
-        trial = plan.epochs[cost.family] * cost.epoch_seconds(37_800)
-        assert trial <= plan.search_seconds / 2 / 2 / 3
-    assert plan.epochs["cnn"] >= 2 * plan.epochs["vit"] - 1
+        references = cost.references * plan.epochs[cost.family] * cost.epoch_seconds(37_800)
+        share = REFERENCE_SHARE * plan.search_seconds / len(costs)
+        assert share / 2 < references <= share
 
 
 def test_no_final_training_when_the_budget_cannot_hold_its_minimum():
-    slow = [FamilyCost("resnet", 50.0)]  # 840 s an epoch on 42,000 digits
+    slow = [FamilyCost("resnet", 50.0), FamilyCost("vit", 40.0)]  # 840 s an epoch on 42,000 digits, or more
     plan = plan_budget(600, slow, train_images=37_800, all_images=42_000, refit=True)
     assert plan.refit_seconds == 0 and "no final training" in plan.refit_note
     assert plan.epochs["resnet"] == 1

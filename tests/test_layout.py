@@ -125,3 +125,23 @@ def test_the_foundation_imports_nothing_heavy_and_nothing_later():
 def test_import_search_and_help_load_no_torch_optuna_or_ray(code):
     check = code + "\nimport sys\nloaded = [m for m in ('torch', 'optuna', 'ray', 'sqlalchemy', 'plotly') if m in sys.modules]\nassert not loaded, loaded\n"
     subprocess.run([sys.executable, "-c", check], check=True, cwd=ROOT, capture_output=True, timeout=60)
+
+
+def test_each_command_loads_only_its_own_stage(tmp_path):
+    """predict needs torch but never Optuna, SQLAlchemy, plotly or Ray (the study database is not involved)."""
+    check = (
+        "import sys\nfrom search.cli.main import main\n"
+        "assert main(['predict', 'missing.png']) == 2\n"
+        "loaded = [m for m in ('optuna', 'sqlalchemy', 'plotly', 'ray') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", check], check=True, cwd=tmp_path, capture_output=True, timeout=120)
+
+
+def test_the_package_exposes_the_whole_api_lazily():
+    import search
+    import search.api
+
+    assert {name for name, module in search._API.items() if module == "search.api"} == set(search.api.__all__)
+    for name in search._API:
+        assert getattr(search, name) is not None

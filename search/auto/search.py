@@ -10,7 +10,7 @@ from typing import TextIO
 import optuna
 
 from search.auto.budget import Clock
-from search.auto.plan import FamilyCost, Plan, survivors
+from search.auto.plan import REFERENCE_SHARE, FamilyCost, Plan, survivors
 from search.config import AutoSpec, RunSpec
 from search.dispatch.run import run_study
 from search.study.states import FINISHED
@@ -20,7 +20,8 @@ from search.train.prepared import PreparedData
 from search.train.trainer import TrainingData, train
 from spaces import load_space
 
-PROBE_IMAGES = 1024  # one short epoch per reference: long enough to time, short next to the budget
+PROBE_IMAGES = 512  # one short epoch per reference: long enough to time, short next to the budget
+WARMUP_IMAGES = 128  # an epoch first, untimed: a model's first steps pay for kernel generation
 ENDLESS = 1_000_000  # a trial target that only the time ever reaches
 
 
@@ -29,6 +30,7 @@ class FamilyState:
     family: str
     study: str
     epochs: int
+    trial_seconds: float  # predicted for a reference-sized trial of `epochs` epochs
     best: float | None = None
     ensemble_share: float = 0.0
     seconds: float = 0.0
@@ -38,16 +40,21 @@ class FamilyState:
 def measure_costs(families: list[str], prepared: PreparedData, seed: int) -> list[FamilyCost]:
     """Each family's training speed on this device: its slowest reference, one short epoch each."""
     tensors = prepared.tensors
-    count = min(PROBE_IMAGES, len(tensors.train_labels))
-    probe = TrainingData(tensors.train_images[:count], tensors.train_labels[:count], tensors.val_images[:256], tensors.val_labels[:256], tensors.test_images[:0])
+
+    def subset(count: int) -> TrainingData:
+        count = min(count, len(tensors.train_labels))
+        return TrainingData(tensors.train_images[:count], tensors.train_labels[:count], tensors.val_images[:64], tensors.val_labels[:64], tensors.test_images[:0])
+
+    warmup, probe = subset(WARMUP_IMAGES), subset(PROBE_IMAGES)
     costs = []
     for family in families:
         space = load_space(family)
         speeds = []
         for candidate, _ in space.references().values():
             model = build_model(space, candidate, seed).to(tensors.device)
+            train(model, warmup, candidate.train, epochs=1, seed=seed)
             speeds.append(train(model, probe, candidate.train, epochs=1, seed=seed).images_per_second)
-        costs.append(FamilyCost(family, min(speeds)))
+        costs.append(FamilyCost(family, min(speeds), len(speeds)))
     return costs
 
 
@@ -81,14 +88,14 @@ def finished_trials(storage_url: str, study: str) -> int:
     return len(loaded.get_trials(deepcopy=False, states=FINISHED))
 
 
-def run_slice(spec: AutoSpec, state: FamilyState, seconds: float, clock: Clock, out: TextIO, *, references_only: bool) -> None:
-    """Give one family `seconds`: new trials start in the first part, and none trains past the end."""
-    trial_seconds = max(1.0, seconds)
+def run_slice(spec: AutoSpec, state: FamilyState, seconds: float, trial_seconds: float, clock: Clock, out: TextIO, *, references_only: bool) -> None:
+    """Give one family `seconds`: trials start only while one of `trial_seconds` can still end in time,
+    and none trains past twice its predicted time (a sampled config can be much bigger than the references)."""
+    limit = max(1.0, 2 * trial_seconds)
     if references_only:
-        references = len(load_space(state.family).references())
-        options = {"trials": references, "timeout": trial_seconds, "trial_timeout": trial_seconds}
+        options = {"trials": len(load_space(state.family).references()), "timeout": max(1.0, seconds), "trial_timeout": limit}
     else:
-        options = {"trials": ENDLESS, "timeout": max(1.0, seconds / 2), "trial_timeout": max(1.0, seconds / 2)}
+        options = {"trials": ENDLESS, "timeout": max(1.0, seconds - trial_seconds), "trial_timeout": min(limit, max(1.0, seconds))}
     started = clock.used
     summary = run_study(study_run(spec, state, **options), io.StringIO())
     state.best = summary.best_value
@@ -111,9 +118,9 @@ def search(
     """References first, then rounds of successive halving until the search time is spent."""
     search_ends = clock.used + plan.search_seconds
     out.write(f"references of {', '.join(s.family for s in states)} ({clock.status()})\n")
-    reference_share = plan.search_seconds / plan.rounds / max(1, len(states))
+    reference_share = REFERENCE_SHARE * plan.search_seconds / max(1, len(states))
     for state in states:
-        run_slice(spec, state, reference_share, clock, out, references_only=True)
+        run_slice(spec, state, reference_share, state.trial_seconds, clock, out, references_only=True)
     alive = list(states)
     for round_number in range(1, plan.rounds + 1):
         left = search_ends - clock.used
@@ -123,7 +130,7 @@ def search(
         out.write(f"search round {round_number}: {', '.join(s.family for s in alive)}, {share:.0f}s each ({clock.status()})\n")
         for state in alive:
             state.rounds.append(round_number)
-            run_slice(spec, state, share, clock, out, references_only=False)
+            run_slice(spec, state, share, state.trial_seconds, clock, out, references_only=False)
         shares = ensemble_shares(states)
         for state in states:
             state.ensemble_share = shares.get(state.study, 0.0)

@@ -9,7 +9,7 @@ import sys
 from dataclasses import fields
 
 from search.cli.parser import EXIT_USER_ERROR, build_parser
-from search.config import DashboardSpec, EnsembleSpec, LeaderboardSpec, PredictSpec, ReportSpec, RunSpec, TrainSpec
+from search.config import AutoSpec, DashboardSpec, EnsembleSpec, LeaderboardSpec, PredictSpec, ReportSpec, RunSpec, TrainSpec
 from search.errors import UserError
 
 EXIT_INTERRUPTED = 130
@@ -21,6 +21,7 @@ COMMANDS = {
     "predict": (PredictSpec, "predict_files"),
     "report": (ReportSpec, "write_report"),
     "leaderboard": (LeaderboardSpec, "leaderboard"),
+    "auto": (AutoSpec, "auto"),
     "dashboard": (DashboardSpec, "serve_dashboard"),
 }
 
@@ -61,6 +62,5 @@ def dispatch(args: argparse.Namespace) -> int:
     spec_type(**options)  # a bad option is refused before anything heavy is imported
     # torch, Optuna and Ray load only now, so --help and a mistyped option answer at once
     api = importlib.import_module("search.api")
-    api.quiet_optuna()
     outcome = getattr(api, function_name)(**options)
     return 1 if getattr(outcome, "stopped_early", False) else 0

@@ -7,6 +7,8 @@ from dataclasses import MISSING, fields
 from importlib import metadata
 
 from search.config import (
+    AUTO_FAMILIES,
+    AutoSpec,
     CALIBRATIONS,
     METHODS,
     MIN_LIMIT_ROWS,
@@ -138,6 +140,28 @@ def build_parser() -> argparse.ArgumentParser:
     report.add("--artifacts", "artifact store (default: beside a SQLite file, else studies/artifacts)", metavar="DIR_OR_URL")
     report.add("--data", "the --data the studies were run with, for the ensemble's validation digits (default: the recorded folder, else the embedded sample)", dest="data_dir", metavar="DIR")
     report.add("--gallery", "misclassified validation digits shown", type=whole_number, metavar="N")
+
+    auto = Options(commands.add_parser("auto", help="from the data to the best submission within one wall-clock budget"), AutoSpec)
+    auto.add("--budget", "wall-clock budget of the whole command: 90s, 20m, 1h, 1h30m", metavar="TIME")
+    auto.add("--data", "folder with Kaggle's train.csv and test.csv (plain or .gz); default: the embedded MNIST sample", dest="data_dir", metavar="DIR")
+    auto.add("--spaces", f"families to search, comma-separated, from {','.join(AUTO_FAMILIES)}", metavar="A,B,...")
+    auto.add("--storage", "SQLAlchemy URL of the study database", metavar="URL")
+    auto.add("--study-prefix", "the studies are PREFIX + family (ordinary studies: resumable, browsable)", metavar="PREFIX")
+    auto.add("--artifacts", "artifact store (default: beside a SQLite file, else studies/artifacts)", metavar="DIR_OR_URL")
+    auto.add("--out", "submission CSV; its lineage goes beside it as .json", metavar="FILE")
+    auto.add("--save", "folder for the saved ensemble (default: a new one under studies/ensembles)", metavar="DIR")
+    auto.add("--report", "folder for the HTML report", metavar="DIR")
+    auto.add("--tta", "average each member over one-pixel shifts of every image", action="store_true")
+    auto.add("--no-refit", "submit the search's models as they are, without the final training on every labelled digit", dest="refit", action="store_false")
+    auto.add("--seed", "sampler and training seed", type=whole_number, metavar="N")
+    auto.add("--limit", f"keep only the first ROWS training rows, at least {MIN_LIMIT_ROWS} (smoke runs)", type=whole_number, metavar="ROWS")
+    auto.add("--val-fraction", "validation holdout fraction", type=number, metavar="F")
+    auto.add("--split-seed", "seed of the validation split", type=whole_number, metavar="N")
+    auto.add("--device", DEVICE_HELP, metavar="NAME")
+    auto.add("--threads", "CPU threads for training (default: torch's)", type=whole_number, metavar="N")
+    auto.add("--workers", "trials run side by side through Ray (1: in this process)", type=whole_number, metavar="N")
+    auto.add("--gpus-per-trial", "GPUs per trial; 0.25 packs four trials on a GPU", type=number, metavar="F")
+    auto.add("--address", "join a running Ray cluster: auto or ray://host:10001", metavar="ADDR")
 
     leaderboard = Options(commands.add_parser("leaderboard", help="list the studies and their best trials in the terminal, best first"), LeaderboardSpec)
     leaderboard.add("--studies", "comma-separated study names (default: every study in the database)", metavar="A,B,...")
