@@ -20,9 +20,9 @@ from typing import Any, TextIO
 import numpy as np
 
 from search.auto.budget import Clock
-from search.auto.plan import Plan, choose_refit, plan_budget
+from search.auto.plan import FamilyCost, Plan, choose_refit, plan_budget
 from search.auto.refit import Refitted, all_labelled, refit
-from search.auto.search import FamilyState, measure_costs, search
+from search.auto.search import FamilyState, measure_costs, recorded_epochs, search
 from search.config import AutoSpec, EnsembleSpec, ReportSpec
 from search.ensemble.build import BuiltEnsemble, build_ensemble
 from search.ensemble.saved import check_save_dir
@@ -71,10 +71,7 @@ def run_auto(spec: AutoSpec, out: TextIO | None = None) -> AutoResult:
     clock.spent("measure", clock.used - started)
     print_plan(plan, costs, prepared.digits.source, train_images, clock, out)
 
-    states = [
-        FamilyState(cost.family, f"{spec.study_prefix}{cost.family}", plan.epochs[cost.family], plan.epochs[cost.family] * cost.epoch_seconds(train_images))
-        for cost in costs
-    ]
+    states = [family_state(spec, cost, plan, train_images) for cost in costs]
     started = clock.used
     search(spec, plan, states, clock, out, lambda states: ensemble_shares(spec, states))
     clock.spent("search", clock.used - started)
@@ -107,7 +104,14 @@ def run_auto(spec: AutoSpec, out: TextIO | None = None) -> AutoResult:
     return result
 
 
-def print_plan(plan: Plan, costs, source: str, train_images: int, clock: Clock, out: TextIO) -> None:
+def family_state(spec: AutoSpec, cost: FamilyCost, plan: Plan, train_images: int) -> FamilyState:
+    """A family's study in this run: a resumed one keeps the epoch budget it was created with."""
+    study = f"{spec.study_prefix}{cost.family}"
+    epochs = recorded_epochs(spec.storage, study) or plan.epochs[cost.family]
+    return FamilyState(cost.family, study, epochs, epochs * cost.epoch_seconds(train_images))
+
+
+def print_plan(plan: Plan, costs: list[FamilyCost], source: str, train_images: int, clock: Clock, out: TextIO) -> None:
     out.write(f"auto: {clock.status()} on {source}; {len(costs)} families, {plan.rounds} round(s) after the references\n")
     for cost in costs:
         epoch = cost.epoch_seconds(train_images)

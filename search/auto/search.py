@@ -7,13 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-import optuna
-
 from search.auto.budget import Clock
 from search.auto.plan import REFERENCE_SHARE, FamilyCost, Plan, survivors
 from search.config import AutoSpec, RunSpec
 from search.dispatch.run import run_study
-from search.study.states import FINISHED
+from search.study.setup import EPOCHS_STUDY_ATTR
 from search.study.storage import open_storage
 from search.train.models import build_model
 from search.train.prepared import PreparedData
@@ -80,12 +78,15 @@ def study_run(spec: AutoSpec, state: FamilyState, **options) -> RunSpec:
     )
 
 
-def finished_trials(storage_url: str, study: str) -> int:
+def recorded_epochs(storage_url: str, study: str) -> int | None:
+    """The epoch budget an existing study was created with (a resumed auto run keeps it), else None."""
+    storage = open_storage(storage_url)
     try:
-        loaded = optuna.load_study(study_name=study, storage=open_storage(storage_url))
+        attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(study))
     except KeyError:
-        return 0
-    return len(loaded.get_trials(deepcopy=False, states=FINISHED))
+        return None
+    epochs = attrs.get(EPOCHS_STUDY_ATTR)
+    return int(epochs) if isinstance(epochs, int) else None
 
 
 def run_slice(spec: AutoSpec, state: FamilyState, seconds: float, trial_seconds: float, clock: Clock, out: TextIO, *, references_only: bool) -> None:
