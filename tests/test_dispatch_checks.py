@@ -56,6 +56,12 @@ def test_a_bad_option_is_refused_in_one_line_before_the_study_exists(option, exp
     assert not (tmp_path / "studies.db").exists()  # nothing was written: not even the database file
 
 
+def test_a_long_study_name_is_refused_before_postgresql_is_asked(capsys):
+    url = "postgresql://nobody@127.0.0.1:1/none"  # nothing listens there: the name is checked first
+    line = refused(capsys, "run", "--space", TINY_SPACE, "--storage", url, "--study", "s" * 600)
+    assert "--study is 600 characters long" in line
+
+
 def test_a_bad_option_leaves_an_existing_study_as_it_was(sqlite_url, tmp_path, capsys):
     run_study(tiny(sqlite_url, reference=False), io.StringIO())
     before = [(t.number, t.state) for t in trials_of(sqlite_url)]
@@ -133,7 +139,8 @@ def test_the_header_says_when_trials_leave_references_queued(sqlite_url):
 
 
 @pytest.mark.slow
-def test_cpus_per_trial_beyond_the_cluster_is_refused_before_the_study_exists(sqlite_url, tmp_path, capsys):
-    line = refused(capsys, "run", "--space", TINY_SPACE, "--limit", 200, "--storage", sqlite_url, "--workers", 2, "--cpus-per-trial", 4096)
-    assert "--cpus-per-trial 4096 but no node of the Ray cluster has more than" in line
+def test_cpus_per_trial_beyond_the_cluster_is_refused_before_the_study_exists(sqlite_url, tmp_path):
+    with pytest.raises(UserError) as caught:  # the API: Ray's own start-up logging would share the CLI's stderr
+        run_study(tiny(sqlite_url, workers=2, cpus_per_trial=4096), io.StringIO())
+    assert caught.value.cli_message.startswith("--cpus-per-trial 4096 but no node of the Ray cluster has more than")
     assert not (tmp_path / "studies.db").exists()

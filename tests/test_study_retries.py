@@ -5,7 +5,6 @@ import io
 import socket
 import subprocess
 import textwrap
-from pathlib import Path
 
 import optuna
 import pytest
@@ -192,3 +191,16 @@ def test_a_trial_cut_by_ctrl_c_is_retried_first_on_resume(tmp_path):
     assert retry.user_attrs[RETRY_OF_ATTR] == 0 and retry.params == trials[0].params and retry.state == TrialState.COMPLETE
     assert retry.datetime_start < trials[1].datetime_start  # the cut trial ran before the reference queued earlier
     assert sorted(t.state.name for t in trials.values()) == ["COMPLETE", "COMPLETE", "FAIL"]
+
+
+def test_a_live_pid_does_not_hide_a_stale_heartbeat(study):
+    study, storage = study
+    alive = subprocess.Popen(["sleep", "60"])  # e.g. the pid of a dead run, reused by another program
+    try:
+        trial = running_trial(study, storage, {"x": 1}, hostname=socket.gethostname(), pid=alive.pid)
+        record_heartbeats(storage, [trial._trial_id])
+        assert reconcile_lost_trials(study, storage) == []
+        assert reconcile_lost_trials(study, storage, grace=-1) == [trial.number]
+    finally:
+        alive.kill()
+        alive.wait()

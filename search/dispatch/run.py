@@ -91,14 +91,23 @@ def trial_job(
     )
 
 
-def run_study(spec: RunSpec, out: TextIO | None = None) -> RunSummary:
-    """Create or continue the study until it holds spec.trials complete-or-pruned trials.
+@dataclass(frozen=True)
+class CheckedRun:
+    """A run's options checked against each other, the data and the study, with nothing written yet."""
 
-    Every option is checked before anything is written to the study: the storage URL and its
-    folder, the study name, the space and epoch budget against the study's, the data, that the
-    artifact store takes a file, and for Ray the cluster and the shares asked of it.
-    """
-    out = out or sys.stdout
+    name: str
+    space: Space
+    space_option: str  # --space as given, or as the study recorded it
+    epochs: int
+    prepared: PreparedData
+    identity: dict[str, object]
+    storage: optuna.storages.RDBStorage | None  # None: a SQLite file not created yet
+    artifact_dir: str
+
+
+def check_run(spec: RunSpec) -> CheckedRun:
+    """Every check `run` makes before it writes anything: the storage URL and its folder, the study name,
+    the space and epoch budget against the study's, the data, and that the artifact store takes a file."""
     url = parse_storage_url(spec.storage)  # a malformed URL fails before any data is loaded
     check_sqlite_folder(url)
     if spec.space is None and spec.study is None:
@@ -118,6 +127,18 @@ def run_study(spec: RunSpec, out: TextIO | None = None) -> RunSummary:
         check_can_continue(storage, name, identity)
     artifact_dir = artifact_location(spec.artifacts, spec.storage)
     check_artifact_store(artifact_dir)
+    return CheckedRun(name, space, space_option, epochs, prepared, identity, storage, artifact_dir)
+
+
+def run_study(spec: RunSpec, out: TextIO | None = None) -> RunSummary:
+    """Create or continue the study until it holds spec.trials complete-or-pruned trials.
+
+    Everything is checked first (check_run, then for Ray the cluster and the shares asked of it),
+    so a mistake leaves the study as it was: no study created, no reference queued.
+    """
+    out = out or sys.stdout
+    run = check_run(spec)
+    name, epochs, prepared = run.name, run.epochs, run.prepared
     failures = FailuresInARow(MAX_FAILURES_IN_A_ROW)
     with contextlib.ExitStack() as stack:
         resources = None
@@ -125,18 +146,18 @@ def run_study(spec: RunSpec, out: TextIO | None = None) -> RunSummary:
             from search.dispatch import ray_driver  # Ray is imported only for parallel runs
 
             resources = stack.enter_context(ray_driver.ray_cluster(spec))
-        storage = storage or open_storage(spec.storage)
-        study = open_study(name, storage, identity, seed=spec.seed, pruner=spec.pruner, epochs=epochs, space_option=space_option)
-        job = trial_job(spec, name, space_option, epochs, prepared, artifact_dir, resources.trials_per_device if resources else 1)
+        storage = run.storage or open_storage(spec.storage)
+        study = open_study(name, storage, run.identity, seed=spec.seed, pruner=spec.pruner, epochs=epochs, space_option=run.space_option)
+        job = trial_job(spec, name, run.space_option, epochs, prepared, run.artifact_dir, resources.trials_per_device if resources else 1)
         reconciled = reconcile_lost_trials(study, storage)
         retry_interrupted(study)
         if spec.reference:
-            enqueue_references(study, space)
+            enqueue_references(study, run.space)
 
         finished = len(study.get_trials(deepcopy=False, states=FINISHED))
         where = resources.describe(job.threads) if resources else f"device {prepared.tensors.device}"
         out.write(
-            f"study {name!r} in {redacted(url)}: {describe_count(finished, spec.trials)}; "
+            f"study {name!r} in {redacted(spec.storage)}: {describe_count(finished, spec.trials)}; "
             f"data {prepared.digits.source}, {len(prepared.split.train_index)} train / {len(prepared.split.val_index)} val rows; "
             f"{where}; up to {plural(epochs, 'epoch')} a trial\n"
         )
@@ -146,7 +167,7 @@ def run_study(spec: RunSpec, out: TextIO | None = None) -> RunSummary:
                 f"their configs queued again unless their process died twice\n"
             )
         if finished < spec.trials:
-            out.write(describe_queue(study, space, spec.trials - finished) + "\n")
+            out.write(describe_queue(study, run.space, spec.trials - finished) + "\n")
         progress = Progress(spec.trials, finished, out, spec.timeout)
 
         def on_trial(study: optuna.Study, trial: FrozenTrial) -> bool:
@@ -162,7 +183,7 @@ def run_study(spec: RunSpec, out: TextIO | None = None) -> RunSummary:
                 ray_driver.run_parallel(resources, job, study, storage, prepared, spec.trials, spec.timeout, on_trial, progress)
             else:
                 run_in_process(job, study, storage, prepared.tensors, spec.trials, spec.timeout, on_trial, on_epoch if progress.live else None)
-    summary = summarize(study, spec, artifact_dir, failures.reason)
+    summary = summarize(study, spec, run.artifact_dir, failures.reason)
     print_summary(summary, out)
     return summary
 

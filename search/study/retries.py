@@ -157,8 +157,8 @@ def reconcile_lost_trials(
 ) -> list[int]:
     """Fail the study's RUNNING trials whose process is gone, queueing their configs again; their numbers.
 
-    A trial is gone when the process it records on this machine no longer exists, or else when its
-    last heartbeat (or its start, if it never had one) is older than the grace period. Optuna's own
+    A trial is gone when the process it records on this machine no longer exists, or when its last
+    heartbeat (or its start, if it never had one) is older than the grace period. Optuna's own
     stale check skips trials without a heartbeat, such as those a killed Ray driver had created
     for workers that never started. Trials of another live run sharing the study keep their
     heartbeats fresh and are left alone; `running_here` are trial ids this process runs itself.
@@ -180,10 +180,10 @@ def why_gone(trial: FrozenTrial, heartbeat: datetime | None, database_now: datet
     """Why a RUNNING trial's process is gone, or None while it may still be running."""
     pid = trial.user_attrs.get(PID_ATTR)
     if trial.user_attrs.get(HOSTNAME_ATTR) == socket.gethostname() and isinstance(pid, int):
-        # this process records a trial it runs in running_here; finding its own pid here means a pid reused
-        if pid != os.getpid() and process_exists(pid):
-            return None
-        return f"its process (pid {pid} on this machine) is gone"
+        # this process lists the trials it runs in running_here: finding its own pid here means a pid reused
+        if pid == os.getpid() or not process_exists(pid):
+            return f"its process (pid {pid} on this machine) is gone"
+    # a live process keeps its trials' heartbeats fresh, so a stale one also catches a pid reused since
     if heartbeat is not None:  # both times from the database's clock
         silent = (database_now - heartbeat).total_seconds()
         return f"no heartbeat for {silent:.0f}s (grace {grace:g}s): its process is gone" if silent > grace else None
