@@ -63,8 +63,8 @@ def auto(*, log: TextIO | None = None, **options) -> AutoResult:
     return run_auto(spec, log)
 
 
-def run_study(space: str, *, log: TextIO | None = None, **options) -> RunSummary:
-    """Create or continue a pruned study over `space` until it holds `trials` finished trials."""
+def run_study(space: str | None = None, *, log: TextIO | None = None, **options) -> RunSummary:
+    """Create or continue a pruned study over `space` (default: the `study`'s own) until it holds `trials` finished trials."""
     spec = RunSpec(space=space, **options)
     from search.dispatch.run import run_study as run
 

@@ -23,4 +23,7 @@ class UserError(Exception):
 
     def __init__(self, message: object) -> None:
         self.cli_message = " ".join(str(message).split())
-        super().__init__(_FLAG.sub(lambda match: argument_of_flag(match.group(0)), self.cli_message))
+        # `quoted` text is a command to type (`ray start --head`): its flags stay as they are
+        parts = self.cli_message.split("`")
+        parts[::2] = [_FLAG.sub(lambda match: argument_of_flag(match.group(0)), part) for part in parts[::2]]
+        super().__init__("`".join(parts))

@@ -195,5 +195,6 @@ def test_every_option_of_every_subcommand_reaches_its_record_and_api_function():
 
 def test_help_shows_the_records_defaults():
     help_text = " ".join(next(a for a in build_parser()._actions if a.dest == "command").choices["run"].format_help().split())
-    assert "(default: 20)" in help_text and "(default: 10)" in help_text and "(default: hyperband)" in help_text
+    assert "(default: 20)" in help_text and "(default: hyperband)" in help_text and "(default: 0.1)" in help_text
+    assert "(default: the study's budget; 10 for a new study)" in help_text
 

@@ -26,6 +26,9 @@ MAX_SEARCH_EPOCHS = 10
 MIN_REFIT_EPOCHS = 3
 MAX_REFIT_EPOCHS = 40  # the strongest public notebooks trained 30 to 45
 MAX_REFIT_MODELS = 3
+# A trial's recorded speed counts its training steps only; each retraining epoch also validates, and
+# a run past its time limit is lost whole, so retraining is planned at this many times that pace.
+REFIT_TIME_SAFETY = 1.5
 
 
 @dataclass(frozen=True)
@@ -58,13 +61,13 @@ def plan_budget(left: float, costs: list[FamilyCost], train_images: int, all_ima
     refit_seconds, note = 0.0, "no final training (--no-refit)"
     if refit:
         share = REFIT_SHARE * left
-        if share >= MIN_REFIT_EPOCHS * fastest_full_epoch:
+        if share >= MIN_REFIT_EPOCHS * REFIT_TIME_SAFETY * fastest_full_epoch:
             refit_seconds = share
             note = f"{share:.0f}s kept for training the chosen models on all {all_images:,} labelled digits"
         else:
             note = (
                 f"no final training: {MIN_REFIT_EPOCHS} epochs on all {all_images:,} digits would take "
-                f"{MIN_REFIT_EPOCHS * fastest_full_epoch:.0f}s, more than the {share:.0f}s it could have"
+                f"{MIN_REFIT_EPOCHS * REFIT_TIME_SAFETY * fastest_full_epoch:.0f}s, more than the {share:.0f}s it could have"
             )
     search = max(0.0, left - final - refit_seconds)
     # each family's references share REFERENCE_SHARE of the search: that sets the epochs of its study,
@@ -90,7 +93,7 @@ def survivors(scores: dict[str, tuple[float, float]]) -> list[str]:
 
 def refit_epochs(seconds: float, epoch_seconds: list[float], least: int = MIN_REFIT_EPOCHS) -> int:
     """Epochs for each of the models to retrain so that all of them fit in `seconds` (0 if under `least`)."""
-    total = sum(epoch_seconds)
+    total = REFIT_TIME_SAFETY * sum(epoch_seconds)
     if total <= 0:
         return 0
     epochs = min(MAX_REFIT_EPOCHS, math.floor(seconds / total))

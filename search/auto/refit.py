@@ -4,20 +4,34 @@ The search trains proxies on the training rows for a few epochs so that they can
 the validation rows; the submission deserves models trained on all the labelled digits, for as
 many epochs as the budget kept for them. Each keeps its own recipe (optimizer, schedule,
 augmentation): the schedules are set by the run's total steps, so a longer run is a proper one.
+
+A run cut off by its time limit would be lost whole (its schedule set for more steps), so the
+first epoch is timed: when the run would not fit, it starts again at the number of epochs that does.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from search.auto.plan import MIN_REFIT_EPOCHS
 from search.train.models import build_model
 from search.train.prepared import PreparedData
-from search.train.trainer import OutOfTime, TrainingData, train
+from search.train.trainer import EpochReport, OutOfTime, TrainingData, train
 from spaces import Space
+
+PACE_MARGIN = 1.1  # epochs after the first may run a little slower (a busier machine)
+
+
+class TooSlow(Exception):
+    def __init__(self, epoch_seconds: float) -> None:
+        super().__init__(f"{epoch_seconds:.1f}s an epoch")
+        self.epoch_seconds = epoch_seconds
 
 
 @dataclass(frozen=True)
@@ -45,11 +59,29 @@ def all_labelled(prepared: PreparedData) -> TrainingData:
 
 
 def refit(space: Space, params: dict[str, Any], seed: int, data: TrainingData, epochs: int, label: str, time_limit: float) -> Refitted:
-    """Retrain the config of `params` from scratch on `data`; a run past `time_limit` gives up, saying so."""
+    """Retrain the config of `params` from scratch on `data` within `time_limit` seconds: `epochs` epochs,
+    or as many as its first epoch's pace says fit; a run that still overruns gives up, saying so."""
+    started = time.monotonic()
+    try:
+        return _refit(space, params, seed, data, epochs, label, time_limit, check_pace=True)
+    except TooSlow as slow:
+        left = time_limit - (time.monotonic() - started)
+        fitting = math.floor(left / (slow.epoch_seconds * PACE_MARGIN))
+        if fitting < MIN_REFIT_EPOCHS:
+            return Refitted(label, 0, time.monotonic() - started, None, None, f"{slow} leaves time for {fitting} epochs, under {MIN_REFIT_EPOCHS}")
+        return _refit(space, params, seed, data, fitting, label, left, check_pace=False)
+
+
+def _refit(space: Space, params: dict[str, Any], seed: int, data: TrainingData, epochs: int, label: str, time_limit: float, check_pace: bool) -> Refitted:
     candidate = space.candidate_from_params(params)
     model = build_model(space, candidate, seed).to(data.device)
+
+    def on_epoch(report: EpochReport) -> None:
+        if check_pace and report.epoch == 1 and report.seconds * epochs * PACE_MARGIN > time_limit:
+            raise TooSlow(report.seconds)
+
     try:
-        result = train(model, data, candidate.train, epochs=epochs, seed=seed, time_limit=time_limit)
+        result = train(model, data, candidate.train, epochs=epochs, seed=seed, on_epoch=on_epoch, time_limit=time_limit)
     except OutOfTime as err:
         return Refitted(label, epochs, time_limit, None, None, f"out of its {time_limit:.0f}s: {err}")
     state = {name: tensor.detach().cpu() for name, tensor in result.model.state_dict().items()}

@@ -33,7 +33,7 @@ from search.report.build import run_report
 from search.study.storage import parse_storage_url
 from search.train.allocator import keep_freed_memory
 from search.train.device import set_threads
-from search.train.prepared import prepare_data
+from search.train.prepared import PreparedData, prepare_data
 
 ENSEMBLE_TOP = 5  # candidates per family's study
 FALLBACK_IMAGES_PER_SECOND = 100.0  # for a trial that recorded no speed: slow, so its retraining is sized with room
@@ -82,7 +82,7 @@ def run_auto(spec: AutoSpec, out: TextIO | None = None) -> AutoResult:
     out.write(f"ensemble: {len(ensemble.chosen.members)} members, validation accuracy {ensemble.val_accuracy:.2%} ({clock.status()})\n")
 
     started = clock.used
-    refitted = final_training(spec, plan, ensemble, prepared, clock, out)
+    refitted = final_training(spec, plan, {cost.family: cost for cost in costs}, ensemble, prepared, clock, out)
     clock.spent("final training", clock.used - started)
 
     started = clock.used
@@ -156,16 +156,21 @@ def ensemble_shares(spec: AutoSpec, states: list[FamilyState]) -> dict[str, floa
     return shares
 
 
-def final_training(spec: AutoSpec, plan: Plan, ensemble: BuiltEnsemble, prepared, clock: Clock, out: TextIO) -> list[Refitted]:
-    """Retrain the heaviest members on every labelled digit, as many as the time kept for it allows."""
+def final_training(
+    spec: AutoSpec, plan: Plan, costs: dict[str, FamilyCost], ensemble: BuiltEnsemble, prepared: PreparedData, clock: Clock, out: TextIO
+) -> list[Refitted]:
+    """Retrain the heaviest members on every labelled digit, as many as the time left before the final phase allows."""
     if not plan.refit_seconds:
         out.write(f"final training skipped: {plan.refit_note}\n")
         return []
     members = list(ensemble.chosen.members)
     candidates = [ensemble.candidates[i] for i in members]
     all_images = len(prepared.digits.train_labels)
-    epoch_seconds = [all_images / (c.images_per_second or FALLBACK_IMAGES_PER_SECOND) for c in candidates]
-    seconds = min(plan.refit_seconds, clock.left - plan.final_seconds)
+    # a short trial's recorded speed includes its first steps' warm-up: never plan slower than the family
+    # measured; a config much slower than its family's references is caught by its first epoch's pace
+    speeds = [max(c.images_per_second or 0.0, costs[c.family].images_per_second if c.family in costs else 0.0) for c in candidates]
+    epoch_seconds = [all_images / (speed or FALLBACK_IMAGES_PER_SECOND) for speed in speeds]
+    seconds = clock.left - plan.final_seconds  # the search is over: what it left unused goes here too
     searched = max(c.epochs or 1 for c in candidates)
     order, epochs = choose_refit([float(ensemble.chosen.weights[i]) for i in members], epoch_seconds, seconds, least=searched)
     if not order:
@@ -173,14 +178,18 @@ def final_training(spec: AutoSpec, plan: Plan, ensemble: BuiltEnsemble, prepared
         return []
     data = all_labelled(prepared)
     out.write(f"final training: {len(order)} model(s), {epochs} epochs each on {all_images:,} digits ({clock.status()})\n")
+    ends = clock.used + seconds
+    planned = {position: epoch_seconds[position] * epochs for position in order}
     refitted = []
-    for position in order:
+    for number, position in enumerate(order):
         candidate = candidates[position]
         space = ensemble.pool.spaces[candidate.study][0]
-        limit = max(1.0, clock.left - plan.final_seconds)
+        # this model's part of what is left, in proportion to its planned time
+        still_planned = sum(planned[p] for p in order[number:])
+        limit = max(1.0, (ends - clock.used) * planned[position] / still_planned)
         done = refit(space, candidate.params, candidate.seed or spec.seed, data, epochs, candidate.label, limit)
         refitted.append(done)
-        outcome = done.problem or f"{done.seconds:.0f}s"
+        outcome = done.problem or f"{done.epochs} epochs in {done.seconds:.0f}s"
         out.write(f"  {candidate.label} ({candidate.family}): {outcome} ({clock.status()})\n")
         out.flush()
     return refitted

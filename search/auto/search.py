@@ -128,6 +128,14 @@ def search(
         if left <= 1 or not alive:
             break
         share = left / (plan.rounds - round_number + 1) / len(alive)
+        # a family that cannot finish one trial in its slice would only burn it
+        too_slow = [s.family for s in alive if s.trial_seconds > share]
+        if too_slow:
+            out.write(f"  leaving: {', '.join(too_slow)} (a trial would outlast the {share:.0f}s slice)\n")
+            alive = [s for s in alive if s.trial_seconds <= share]
+            if not alive:
+                break
+            share = left / (plan.rounds - round_number + 1) / len(alive)
         out.write(f"search round {round_number}: {', '.join(s.family for s in alive)}, {share:.0f}s each ({clock.status()})\n")
         for state in alive:
             state.rounds.append(round_number)

@@ -10,6 +10,7 @@ from search.config import (
     AUTO_FAMILIES,
     AutoSpec,
     CALIBRATIONS,
+    DEFAULT_EPOCHS,
     METHODS,
     MIN_LIMIT_ROWS,
     PRUNERS,
@@ -68,7 +69,7 @@ class Options:
         self.parser.add_argument(flag, dest=dest, help=help, **{"default": None, **kwargs})
 
 
-def add_data_options(options: Options, *, training: bool) -> None:
+def add_data_options(options: Options, *, epochs_help: str) -> None:
     options.add("--data", "folder with Kaggle's train.csv and test.csv (plain or .gz); default: the embedded MNIST sample", dest="data_dir", metavar="DIR")
     options.add("--limit", f"keep only the first ROWS training rows, at least {MIN_LIMIT_ROWS} (smoke runs)", type=whole_number, metavar="ROWS")
     options.add("--storage", "SQLAlchemy URL of the study database", metavar="URL")
@@ -76,8 +77,7 @@ def add_data_options(options: Options, *, training: bool) -> None:
     options.add("--threads", "CPU threads for training (default: torch's)", type=whole_number, metavar="N")
     options.add("--val-fraction", "validation holdout fraction, shared by every study on the same data", type=number, metavar="F")
     options.add("--split-seed", "seed of the validation split, shared by every study on the same data", type=whole_number, metavar="N")
-    if training:
-        options.add("--epochs", "epochs each model trains", type=whole_number, metavar="N")
+    options.add("--epochs", epochs_help, type=whole_number, metavar="N")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     run = Options(commands.add_parser("run", help="create or continue a pruned Optuna study over a space"), RunSpec)
-    run.add("--space", SPACE_HELP, required=True)
+    run.add("--space", f"{SPACE_HELP} (default: the space of the --study it continues)")
     run.add("--trials", "the study ends holding N complete-or-pruned trials; the references are queued first", type=whole_number, metavar="N")
     run.add("--study", "study name (default: the space's name)", metavar="NAME")
     run.add("--seed", "sampler seed; trial k trains with seed N + k", type=whole_number, metavar="N")
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add("--gpus-per-trial", "GPUs per trial; 0.25 packs four trials on a GPU (default: all GPUs shared out, else 0)", type=number, metavar="F")
     run.add("--cpus-per-trial", "CPU threads per trial (default: the cluster's CPUs split between workers)", type=number, metavar="C")
     run.add("--address", "join a running Ray cluster: auto or ray://host:10001 (default: start a local runtime)", metavar="ADDR")
-    add_data_options(run, training=True)
+    add_data_options(run, epochs_help=f"most epochs a trial trains (default: the study's budget; {DEFAULT_EPOCHS} for a new study)")
 
     train = Options(commands.add_parser("train", help="train one config outside any study"), TrainSpec)
     train.add("--space", SPACE_HELP, required=True)
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--trial", metavar="STUDY:NUMBER", help="a trial stored in --storage, e.g. cnn:12, retrained with its own seed")
     train.add("--seed", "training seed (a --trial keeps its own)", type=whole_number, metavar="N")
     train.add("--json", "print one JSON line instead of progress", dest="as_json", action="store_true")
-    add_data_options(train, training=True)
+    add_data_options(train, epochs_help=f"epochs to train (default: a --trial's own; {DEFAULT_EPOCHS} for a --reference)")
 
     ensemble = Options(commands.add_parser("ensemble", help="weight the top trials of several studies into a Kaggle submission"), EnsembleSpec)
     ensemble.add("--studies", "comma-separated study names, e.g. vit,cnn,resnet,stn", required=True, metavar="A,B,...")
