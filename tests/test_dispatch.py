@@ -17,30 +17,13 @@ from search.study.trial_attrs import PRUNED_REASON_ATTR, RETRY_OF_ATTR
 from search.study.storage import open_storage
 from search.config import RunSpec
 from search.dispatch.run import run_study
+from tests.servers import server_url
 
 pytestmark = pytest.mark.slow
 
 FIXTURES = Path(__file__).parent / "fixtures"
 QUICK_SPACE = str(FIXTURES / "my_space.py")
 SLOW_SPACE = str(FIXTURES / "slow_space.py")
-SERVERS = {
-    "postgresql": os.environ.get("DIGIT_SEARCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"),
-    "mysql": os.environ.get("DIGIT_SEARCH_TEST_MYSQL", "mysql://root@127.0.0.1:3306/test"),
-}
-
-
-def server_url(backend: str) -> str:
-    """A reachable server URL; CI must have the servers, elsewhere the test is skipped."""
-    url = SERVERS[backend]
-    try:
-        open_storage(url)
-    except Exception as err:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"{backend} server not reachable ({err})")
-    return url
-
-
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])
 def storage_url(request, tmp_path):
     if request.param == "sqlite":

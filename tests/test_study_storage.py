@@ -11,10 +11,10 @@ from search.config import RunSpec
 from search.dispatch.run import run_study
 from search.errors import UserError
 from search.study.storage import open_storage, parse_storage_url, redacted
+from tests.servers import server_url
 
 SECRET = "hunter2-secret"
 TINY_SPACE = str(Path(__file__).parent / "fixtures" / "my_space.py")
-POSTGRES = os.environ.get("DIGIT_SEARCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @pytest.mark.parametrize(
@@ -93,13 +93,7 @@ def test_the_default_studies_folder_is_created_under_the_working_directory(tmp_p
 
 
 def test_a_password_in_the_url_query_is_never_printed_by_run(tmp_path):
-    try:
-        open_storage(POSTGRES)
-    except UserError as err:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"postgresql server not reachable ({err})")
-    url = f"{POSTGRES}?password={SECRET}"  # the test server trusts local users: the password is ignored
+    url = f"{server_url('postgresql')}?password={SECRET}"  # the test server trusts local users: the password is ignored
     out = io.StringIO()
     study = f"secret-{os.getpid()}-{tmp_path.name}"[:60]
     summary = run_study(
