@@ -6,6 +6,7 @@ from search.auto.plan import (
     MAX_REFIT_MODELS,
     REFERENCE_SHARE,
     REFIT_SHARE,
+    REFIT_TIME_SAFETY,
     MIN_REFIT_EPOCHS,
     FamilyCost,
     choose_refit,
@@ -63,11 +64,12 @@ def test_no_final_training_when_the_budget_cannot_hold_its_minimum():
 
 
 def test_refit_drops_the_lightest_members_until_the_rest_get_their_minimum_epochs():
-    assert refit_epochs(100, [10.0, 10.0]) == 5
-    assert refit_epochs(50, [10.0, 10.0]) == 0  # 2 epochs each is under the minimum
+    seconds = 100 * REFIT_TIME_SAFETY  # planned at the safety margin: as if 100 s at the recorded pace
+    assert refit_epochs(seconds, [10.0, 10.0]) == 5
+    assert refit_epochs(seconds / 2, [10.0, 10.0]) == 0  # 2 epochs each is under the minimum
     weights = [0.2, 0.5, 0.3, 0.1]
-    assert choose_refit(weights, [10.0] * 4, seconds=100) == ([1, 2, 0], 3)  # 3 each is the minimum
+    assert choose_refit(weights, [10.0] * 4, seconds=seconds) == ([1, 2, 0], 3)  # 3 each is the minimum
     # proxies trained 4 epochs: three models would get 3 each, so the lightest of them goes
-    assert choose_refit(weights, [10.0] * 4, seconds=100, least=4) == ([1, 2], 5)
-    assert len(choose_refit(weights, [1.0] * 4, seconds=1000)[0]) == MAX_REFIT_MODELS
-    assert choose_refit(weights, [100.0] * 4, seconds=100) == ([], 0)
+    assert choose_refit(weights, [10.0] * 4, seconds=seconds, least=4) == ([1, 2], 5)
+    assert len(choose_refit(weights, [1.0] * 4, seconds=seconds * 10)[0]) == MAX_REFIT_MODELS
+    assert choose_refit(weights, [100.0] * 4, seconds=seconds) == ([], 0)
