@@ -26,9 +26,9 @@ MAX_SEARCH_EPOCHS = 10
 MIN_REFIT_EPOCHS = 3
 MAX_REFIT_EPOCHS = 40  # the strongest public notebooks trained 30 to 45
 MAX_REFIT_MODELS = 3
-# A trial's recorded speed counts its training steps only; each retraining epoch also validates, and
-# a run past its time limit is lost whole, so retraining is planned at this many times that pace.
-REFIT_TIME_SAFETY = 1.5
+# A trial's recorded speed counts its training steps only, and each retraining epoch also validates:
+# retraining is planned at this many times that pace (its first epoch then corrects the plan).
+REFIT_TIME_SAFETY = 1.2
 
 
 @dataclass(frozen=True)

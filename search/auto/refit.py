@@ -6,7 +6,8 @@ many epochs as the budget kept for them. Each keeps its own recipe (optimizer, s
 augmentation): the schedules are set by the run's total steps, so a longer run is a proper one.
 
 A run cut off by its time limit would be lost whole (its schedule set for more steps), so the
-first epoch is timed: when the run would not fit, it starts again at the number of epochs that does.
+first epoch is timed: when the run would not fit, or when it would leave room for half as many
+epochs again, it starts again at the number of epochs that fits.
 """
 
 from __future__ import annotations
@@ -28,10 +29,16 @@ from spaces import Space
 PACE_MARGIN = 1.1  # epochs after the first may run a little slower (a busier machine)
 
 
-class TooSlow(Exception):
+class OffPace(Exception):
+    """The first epoch's time says another number of epochs fits the time limit."""
+
     def __init__(self, epoch_seconds: float) -> None:
         super().__init__(f"{epoch_seconds:.1f}s an epoch")
         self.epoch_seconds = epoch_seconds
+
+
+def fitting_epochs(seconds: float, epoch_seconds: float) -> int:
+    return math.floor(seconds / (epoch_seconds * PACE_MARGIN))
 
 
 @dataclass(frozen=True)
@@ -64,11 +71,11 @@ def refit(space: Space, params: dict[str, Any], seed: int, data: TrainingData, e
     started = time.monotonic()
     try:
         return _refit(space, params, seed, data, epochs, label, time_limit, check_pace=True)
-    except TooSlow as slow:
+    except OffPace as pace:
         left = time_limit - (time.monotonic() - started)
-        fitting = math.floor(left / (slow.epoch_seconds * PACE_MARGIN))
+        fitting = fitting_epochs(left, pace.epoch_seconds)
         if fitting < MIN_REFIT_EPOCHS:
-            return Refitted(label, 0, time.monotonic() - started, None, None, f"{slow} leaves time for {fitting} epochs, under {MIN_REFIT_EPOCHS}")
+            return Refitted(label, 0, time.monotonic() - started, None, None, f"{pace} leaves time for {fitting} epochs, under {MIN_REFIT_EPOCHS}")
         return _refit(space, params, seed, data, fitting, label, left, check_pace=False)
 
 
@@ -77,8 +84,11 @@ def _refit(space: Space, params: dict[str, Any], seed: int, data: TrainingData, 
     model = build_model(space, candidate, seed).to(data.device)
 
     def on_epoch(report: EpochReport) -> None:
-        if check_pace and report.epoch == 1 and report.seconds * epochs * PACE_MARGIN > time_limit:
-            raise TooSlow(report.seconds)
+        if not check_pace or report.epoch != 1:
+            return
+        fitting = fitting_epochs(time_limit - report.seconds, report.seconds)
+        if report.seconds * epochs * PACE_MARGIN > time_limit or fitting >= 1.5 * epochs:
+            raise OffPace(report.seconds)
 
     try:
         result = train(model, data, candidate.train, epochs=epochs, seed=seed, on_epoch=on_epoch, time_limit=time_limit)

@@ -94,7 +94,7 @@ def run_slice(spec: AutoSpec, state: FamilyState, seconds: float, trial_seconds:
     and none trains past twice its predicted time (a sampled config can be much bigger than the references)."""
     limit = max(1.0, 2 * trial_seconds)
     if references_only:
-        options = {"trials": len(load_space(state.family).references()), "timeout": max(1.0, seconds), "trial_timeout": limit}
+        options = {"trials": len(load_space(state.family).references()), "timeout": max(1.0, seconds - trial_seconds), "trial_timeout": limit}
     else:
         options = {"trials": ENDLESS, "timeout": max(1.0, seconds - trial_seconds), "trial_timeout": min(limit, max(1.0, seconds))}
     started = clock.used
