@@ -78,6 +78,9 @@ def test_s3_artifacts_without_credentials_are_refused_before_any_trial(sqlite_ur
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata lookups (seconds of timeouts)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")  # nothing leaves this machine
+    import boto3
+
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # an earlier test's session keeps the credentials it found
     line = refused(capsys, "run", "--space", TINY_SPACE, "--limit", 200, "--storage", sqlite_url, "--artifacts", "s3://bucket/runs")
     assert line.startswith("digit-search run: error: --artifacts s3://bucket/runs: cannot write there (NoCredentialsError")
     assert not (tmp_path / "studies.db").exists()
