@@ -83,7 +83,7 @@ FULL = Plan()
 # the plain loop's warm-up takes 5 batches of 64, so 336 leaves one timed batch
 QUICK = Plan(
     ours_images=128, plain_images=336, compile_backend="eager", tta_epochs=1, tta_seeds=(0,),
-    pack_counts=(1, 2), pack_window=20.0, pack_epochs=1, auto_budget=60.0, auto_spaces="cnn",
+    pack_counts=(1, 2), pack_window=10.0, pack_epochs=1, auto_budget=60.0, auto_spaces="cnn",
     limit=500, auto_limit=300, deadline=420.0,
 )
 AUTO_MIN_BUDGET = 60.0  # digit-search auto refuses less

@@ -8,7 +8,7 @@ The Python API (see search.api) is loaded on first use, so `import search` stays
     ensemble.save()
     ensemble.write_submission("submission.csv")
     labels = search.load_ensemble().predict(images)  # (N, 28, 28) uint8 -> (N,) digits
-    search.auto(budget="20m", data_dir="~/kaggle/digit-recognizer")  # everything, in one budget
+    search.run_auto(budget="20m", data_dir="~/kaggle/digit-recognizer")  # everything, in one budget
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from search.errors import UserError
 # name -> the module that defines it; each loads on first use
 _API = {
     **{name: "search.api" for name in (
-        "auto", "build_ensemble", "leaderboard", "load_ensemble", "make_submission",
-        "predict_files", "run_study", "serve_dashboard", "train_one", "write_report",
+        "build_ensemble", "leaderboard", "load_ensemble", "make_submission",
+        "predict_files", "run_auto", "run_study", "serve_dashboard", "train_one", "write_report",
     )},
     "AutoResult": "search.auto.run",
     "BuiltEnsemble": "search.ensemble.build",

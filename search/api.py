@@ -34,12 +34,12 @@ if TYPE_CHECKING:
     from search.report.leaderboard import Leaderboard
 
 __all__ = [
-    "auto",
     "build_ensemble",
     "leaderboard",
     "load_ensemble",
     "make_submission",
     "predict_files",
+    "run_auto",
     "run_study",
     "serve_dashboard",
     "train_one",
@@ -54,13 +54,13 @@ def _quiet_optuna() -> None:
     quiet_optuna()
 
 
-def auto(*, log: TextIO | None = None, **options) -> AutoResult:
+def run_auto(*, log: TextIO | None = None, **options) -> AutoResult:
     """From the data to the best submission within `budget` ("90s", "20m", "1h30m"): search, ensemble, final training."""
     spec = AutoSpec(**options)
-    from search.auto.run import run_auto
+    from search.auto.run import run_auto as run
 
     _quiet_optuna()
-    return run_auto(spec, log)
+    return run(spec, log)
 
 
 def run_study(space: str | None = None, *, log: TextIO | None = None, **options) -> RunSummary:

@@ -39,5 +39,5 @@ def test_api_errors_name_the_argument_not_the_flag(tmp_path, monkeypatch):
     with pytest.raises(search.UserError, match="^data directory .* does not exist"):
         search.run_study("cnn", data_dir=str(tmp_path / "missing"), log=io.StringIO())
     with pytest.raises(search.UserError, match="^budget 'soon' is not a duration"):
-        search.auto(budget="soon")
+        search.run_auto(budget="soon")
     assert not (tmp_path / "studies").exists()

@@ -51,7 +51,10 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
 def test_cpu_dry_run_records_every_step(tmp_path):
     data = write_kaggle_files(tmp_path / "data")
     out, work = tmp_path / "out", tmp_path / "work"
-    result = run_script("--device", "cpu", "--quick", "--data", str(data), "--out", str(out), "--work", str(work), timeout=900)
+    # the auto step is left out to keep the suite under 10 minutes: it is `digit-search auto`, which
+    # tests/test_auto.py runs for its whole 3-minute budget
+    result = run_script("--device", "cpu", "--quick", "--steps", ",".join(STEPS[:3]), "--data", str(data), "--out", str(out),
+                        "--work", str(work), timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
 
     assert sorted(path.name for path in out.iterdir()) == ["commands.log", "figures.json", "gpu.log", "summary.txt"]
@@ -60,8 +63,8 @@ def test_cpu_dry_run_records_every_step(tmp_path):
     assert figures["meta"]["device"] == "cpu" and figures["meta"]["quick"] is True
     assert figures["meta"]["digits"] == {"train": 900, "val": 100}
     steps = figures["steps"]
-    assert list(steps) == list(STEPS)
-    for name in STEPS:
+    assert list(steps) == list(STEPS[:3])
+    for name in STEPS[:3]:
         assert steps[name]["seconds"] > 0
         assert "error" not in steps[name], (name, steps[name])
 
@@ -96,18 +99,11 @@ def test_cpu_dry_run_records_every_step(tmp_path):
     for k, entry in packing.items():
         assert entry["processes"] == int(k)
         assert entry["trials_per_hour"] == pytest.approx(entry["finished_in_window"] * 3600 / entry["window_seconds"])
-        assert entry["window_seconds"] >= 20
+        assert entry["window_seconds"] >= 10
     assert (work / "pack.db").exists()
 
-    # 4: a submission's validation accuracy, or why there is none (`auto` missing from this checkout)
-    auto = steps["auto"]
-    if "skipped" in auto:
-        assert auto["skipped"]
-    else:
-        assert 0 < auto["val_accuracy"] <= 1 and auto["exit_status"] == 0
-
     summary = (out / "summary.txt").read_text()
-    assert all(f"{name} (" in summary for name in STEPS)
+    assert all(f"{name} (" in summary for name in STEPS[:3])
     assert summary in result.stdout and summary in (out / "gpu.log").read_text()
     assert "===== train seed 0" in (out / "commands.log").read_text()
 

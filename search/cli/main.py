@@ -21,7 +21,7 @@ COMMANDS = {
     "predict": (PredictSpec, "predict_files"),
     "report": (ReportSpec, "write_report"),
     "leaderboard": (LeaderboardSpec, "leaderboard"),
-    "auto": (AutoSpec, "auto"),
+    "auto": (AutoSpec, "run_auto"),
     "dashboard": (DashboardSpec, "serve_dashboard"),
 }
 
