@@ -27,6 +27,7 @@ def digit_search(*args, cwd, timeout):
         (["--spaces", "cnn,cnn"], "names a family twice"),
         (["--seed", "-1"], "--seed must be between 0"),
         (["--out", "missing-folder/submission.csv"], "does not exist"),
+        (["--save", "."], "--save '.'"),
     ],
 )
 def test_bad_options_are_one_line_before_anything_is_written(args, expected, tmp_path):

@@ -24,7 +24,7 @@ from search.auto.plan import FamilyCost, Plan, choose_refit, plan_budget
 from search.auto.refit import Refitted, all_labelled, refit
 from search.auto.search import FamilyState, measure_costs, recorded_epochs, search
 from search.config import AutoSpec, EnsembleSpec, ReportSpec
-from search.ensemble.build import BuiltEnsemble, build_ensemble
+from search.ensemble.build import BuiltEnsemble, build_ensemble, protected_paths
 from search.ensemble.saved import check_save_dir
 from search.ensemble.selection import apply_temperature, blend
 from search.ensemble.submission import check_out_path, write_submission
@@ -59,7 +59,7 @@ def run_auto(spec: AutoSpec, out: TextIO | None = None) -> AutoResult:
     parse_storage_url(spec.storage)
     check_out_path(spec.out)
     if spec.save:
-        check_save_dir(spec.save)
+        check_save_dir(spec.save, protected_paths(ensemble_spec(spec, spec.family_names)))
     set_threads(spec.threads)
     keep_freed_memory()
 
@@ -73,7 +73,7 @@ def run_auto(spec: AutoSpec, out: TextIO | None = None) -> AutoResult:
 
     states = [family_state(spec, cost, plan, train_images) for cost in costs]
     started = clock.used
-    search(spec, plan, states, clock, out, lambda states: ensemble_shares(spec, states))
+    search(spec, plan, states, clock, out, lambda states: ensemble_shares(spec, states, out))
     clock.spent("search", clock.used - started)
 
     started = clock.used
@@ -87,7 +87,7 @@ def run_auto(spec: AutoSpec, out: TextIO | None = None) -> AutoResult:
 
     started = clock.used
     saved, csv_path, json_path = submit(spec, ensemble, refitted, plan, clock)
-    report = write_auto_report(spec, [s.study for s in states if s.best is not None], saved)
+    report = write_auto_report(spec, [s.study for s in states if s.best is not None], saved, out)
     clock.spent("submission and report", clock.used - started)
     result = AutoResult(
         submission=csv_path,
@@ -143,12 +143,13 @@ def studies_with_trials(states: list[FamilyState]) -> list[str]:
     return studies
 
 
-def ensemble_shares(spec: AutoSpec, states: list[FamilyState]) -> dict[str, float]:
+def ensemble_shares(spec: AutoSpec, states: list[FamilyState], out: TextIO) -> dict[str, float]:
     """Each study's share of the greedy ensemble's weight, on the stored validation probabilities (no TTA: it is a ranking)."""
     studies = [s.study for s in states if s.best is not None]
     if not studies:
         return {}
     ensemble = build_ensemble(replace(ensemble_spec(spec, studies), tta=False), io.StringIO())
+    out.write(f"  ensemble so far: {ensemble.val_accuracy:.2%} validation, {len(ensemble.chosen.members)} members\n")
     shares: dict[str, float] = {}
     for index in ensemble.chosen.members:
         study = ensemble.candidates[index].study
@@ -223,10 +224,15 @@ def submit(spec: AutoSpec, ensemble: BuiltEnsemble, refitted: list[Refitted], pl
     return saved, csv_path, json_path
 
 
-def write_auto_report(spec: AutoSpec, studies: list[str], saved: Path) -> Path | None:
-    """The HTML report of the auto studies and their ensemble; None (and the reason printed) if it fails."""
-    files = run_report(ReportSpec(studies=",".join(studies), storage=spec.storage, out=spec.report, artifacts=spec.artifacts, ensemble=str(saved), data_dir=spec.data_dir), io.StringIO())
-    return files.page
+def write_auto_report(spec: AutoSpec, studies: list[str], saved: Path, out: TextIO) -> Path | None:
+    """The HTML report of the auto studies and their ensemble; None (and the reason printed) if it fails:
+    the submission is written by then, and a report is not worth failing the command for."""
+    report = ReportSpec(studies=",".join(studies), storage=spec.storage, out=spec.report, artifacts=spec.artifacts, ensemble=str(saved), data_dir=spec.data_dir)
+    try:
+        return run_report(report, io.StringIO()).page
+    except UserError as err:
+        out.write(f"no report: {err.cli_message}\n")
+        return None
 
 
 def print_leaderboard(result: AutoResult, states: list[FamilyState], ensemble: BuiltEnsemble, refitted: list[Refitted], out: TextIO) -> None:
