@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
 
 from search.auto.budget import Clock
 from search.auto.plan import FamilyCost, Plan, choose_refit, plan_budget
@@ -69,9 +68,9 @@ def run_auto(spec: AutoSpec, out: TextIO | None = None) -> AutoResult:
     train_images, all_images = len(prepared.split.train_index), len(prepared.digits.train_labels)
     plan = plan_budget(clock.left, costs, train_images, all_images, spec.refit)
     clock.spent("measure", clock.used - started)
-    print_plan(plan, costs, prepared.digits.source, train_images, clock, out)
-
     states = [family_state(spec, cost, plan, train_images) for cost in costs]
+    print_plan(plan, costs, states, prepared.digits.source, train_images, clock, out)
+
     started = clock.used
     search(spec, plan, states, clock, out, lambda states: ensemble_shares(spec, states, out))
     clock.spent("search", clock.used - started)
@@ -111,11 +110,11 @@ def family_state(spec: AutoSpec, cost: FamilyCost, plan: Plan, train_images: int
     return FamilyState(cost.family, study, epochs, epochs * cost.epoch_seconds(train_images))
 
 
-def print_plan(plan: Plan, costs: list[FamilyCost], source: str, train_images: int, clock: Clock, out: TextIO) -> None:
+def print_plan(plan: Plan, costs: list[FamilyCost], states: list[FamilyState], source: str, train_images: int, clock: Clock, out: TextIO) -> None:
     out.write(f"auto: {clock.status()} on {source}; {len(costs)} families, {plan.rounds} round(s) after the references\n")
-    for cost in costs:
+    for cost, state in zip(costs, states, strict=True):  # a resumed study keeps its own epochs
         epoch = cost.epoch_seconds(train_images)
-        out.write(f"  {cost.family}: {cost.images_per_second:,.0f} images/s, {epoch:.1f}s an epoch; search trials of {plan.epochs[cost.family]} epochs\n")
+        out.write(f"  {cost.family}: {cost.images_per_second:,.0f} images/s, {epoch:.1f}s an epoch; search trials of {state.epochs} epochs\n")
     out.write(f"  search {plan.search_seconds:.0f}s; {plan.refit_note}; {plan.final_seconds:.0f}s for the ensemble and report\n")
     out.flush()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import socket
 import sys
-from dataclasses import dataclass
 from socketserver import ThreadingMixIn
 from typing import TextIO
 from urllib.parse import urlsplit
