@@ -29,7 +29,9 @@ DEFAULT_REPORTS = Path("reports")
 
 DEFAULT_EPOCHS = 10  # most epochs a trial trains (Hyperband's max resource)
 MIN_LIMIT_ROWS = 20  # fewer training rows leave classes without a validation digit
-PRUNERS = ("hyperband", "median", "none")
+RUNG_PRUNER = "rungs"  # successive halving over complete trainings on more and more images (search.study.rungs)
+PRUNERS = (RUNG_PRUNER, "hyperband", "median", "none")  # the first is a new study's; the others prune on epochs
+SAMPLERS = ("tpe", "random")
 METHODS = ("greedy", "average", "best")
 CALIBRATIONS = ("temperature", "none")
 MAX_SEED = 2**32 - 1  # numpy's generators take seeds in 0..2**32-1
@@ -99,7 +101,8 @@ class RunSpec:
     timeout: float | None = None
     trial_timeout: float | None = None
     limit: int | None = None
-    pruner: str = "hyperband"
+    pruner: str | None = None  # default: the study's pruner, PRUNERS[0] for a new study
+    sampler: str = "tpe"
     reference: bool = True
     val_fraction: float = 0.1
     split_seed: int = 0
@@ -121,7 +124,9 @@ class RunSpec:
         check_split(self.val_fraction, self.split_seed)
         check_positive_seconds("timeout", self.timeout)
         check_positive_seconds("trial-timeout", self.trial_timeout)
-        check_choice("pruner", self.pruner, PRUNERS)
+        if self.pruner is not None:
+            check_choice("pruner", self.pruner, PRUNERS)
+        check_choice("sampler", self.sampler, SAMPLERS)
         if self.cpus_per_trial is not None and not (0 < self.cpus_per_trial <= 4096):
             raise UserError(f"--cpus-per-trial must be above 0 and at most 4096, got {self.cpus_per_trial}")
         if self.gpus_per_trial is not None and not 0 <= self.gpus_per_trial <= 4096:
@@ -151,6 +156,7 @@ class TrialJob:
     split: str  # fingerprint of the validation split
     artifacts: str
     pruner: str
+    sampler: str = SAMPLERS[0]
     threads: int | None = None
     trial_timeout: float | None = None  # seconds of training after which a trial is pruned
     trials_sharing_memory: int = 1  # trials that may run at once on one device: each may use its share

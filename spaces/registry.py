@@ -81,6 +81,11 @@ class Space:
                 refs[ref_name] = (Candidate(name, ref.model, ref.train), params)
         return refs
 
+    def reference_name(self, params: dict[str, Any]) -> str | None:
+        """The name of the reference whose Optuna params these are exactly, else None (a sampled config)."""
+        wanted = sorted(params.items())
+        return next((name for name, (_, ref_params) in self.references().items() if sorted(ref_params.items()) == wanted), None)
+
     def candidate_from_params(self, params: dict[str, Any]) -> Candidate:
         """The Candidate that suggest() returns for these params (e.g. a stored trial's)."""
         from optuna.trial import FixedTrial  # only here: spaces import without Optuna

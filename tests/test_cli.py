@@ -37,7 +37,7 @@ def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 def cnn_study(tmp_path_factory):
     """One 8-trial cnn study shared by the tests that only read it."""
     url = f"sqlite:///{tmp_path_factory.mktemp('cnn')}/studies.db"
-    assert run_cli("run", "--space", "cnn", "--trials", 8, "--storage", url, *SMOKE) == 0
+    assert run_cli("run", "--space", "cnn", "--trials", 8, "--storage", url, "--pruner", "hyperband", *SMOKE) == 0
     return url, optuna.load_study(study_name="cnn", storage=url)
 
 
@@ -195,6 +195,7 @@ def test_every_option_of_every_subcommand_reaches_its_record_and_api_function():
 
 def test_help_shows_the_records_defaults():
     help_text = " ".join(next(a for a in build_parser()._actions if a.dest == "command").choices["run"].format_help().split())
-    assert "(default: 20)" in help_text and "(default: hyperband)" in help_text and "(default: 0.1)" in help_text
+    assert "(default: 20)" in help_text and "(default: tpe)" in help_text and "(default: 0.1)" in help_text
+    assert "(default: the study's; rungs for a new study)" in help_text
     assert "(default: the study's budget; 10 for a new study)" in help_text
 

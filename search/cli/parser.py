@@ -14,6 +14,7 @@ from search.config import (
     METHODS,
     MIN_LIMIT_ROWS,
     PRUNERS,
+    SAMPLERS,
     DashboardSpec,
     EnsembleSpec,
     LeaderboardSpec,
@@ -92,7 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add("--seed", "sampler seed; trial k trains with seed N + k", type=whole_number, metavar="N")
     run.add("--timeout", "stop starting new trials after this long", type=number, metavar="SECONDS")
     run.add("--trial-timeout", "prune a trial once it has trained this long, mid-epoch if need be", type=number, metavar="SECONDS")
-    run.add("--pruner", "pruning on epochs", choices=PRUNERS)
+    run.add(
+        "--pruner",
+        "rungs: screen each sampled config on complete trainings over 1/9, then 1/3 of the images before the full one; "
+        f"hyperband, median: stop a trial between epochs (default: the study's; {PRUNERS[0]} for a new study)",
+        choices=PRUNERS,
+    )
+    run.add("--sampler", "tpe: model the finished trials; random: the baseline", choices=SAMPLERS)
     run.add("--no-reference", "don't enqueue the space's reference configs first", dest="reference", action="store_false")
     run.add("--artifacts", "artifact store: a directory shared by all nodes, or s3://bucket/prefix (default: beside a SQLite file, else studies/artifacts)", metavar="DIR_OR_URL")
     run.add("--workers", "trials run side by side through Ray (1: in this process)", type=whole_number, metavar="N")

@@ -61,7 +61,7 @@ def load_study_for_trial(job: TrialJob, trial_number: int) -> optuna.Study:
     study = optuna.load_study(
         study_name=job.study_name,
         storage=_storage(job.storage),
-        sampler=make_sampler(job.base_seed + trial_number),
+        sampler=make_sampler(job.base_seed + trial_number, job.sampler, job.pruner),
         pruner=make_pruner(job.pruner, job.epochs),
     )
     study.get_trials(deepcopy=False)  # fills the storage cache that Trial(study, id) relies on

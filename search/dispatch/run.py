@@ -25,6 +25,7 @@ from search.study.setup import (
     recorded_space,
     recorded_study,
     resolve_epochs,
+    resolve_pruner,
     space_source,
     study_identity,
 )
@@ -72,7 +73,7 @@ class FailuresInARow:
 
 
 def trial_job(
-    spec: RunSpec, study_name: str, space_option: str, epochs: int, prepared: PreparedData, artifact_dir: str, trials_sharing_memory: int
+    spec: RunSpec, study_name: str, space_option: str, epochs: int, pruner: str, prepared: PreparedData, artifact_dir: str, trials_sharing_memory: int
 ) -> TrialJob:
     """The run's one TrialJob, with paths made absolute for workers that start in another directory."""
     return TrialJob(
@@ -84,7 +85,8 @@ def trial_job(
         data_hash=prepared.digits.data_hash,
         split=prepared.split.fingerprint(),
         artifacts=artifact_dir if is_s3_url(artifact_dir) else str(Path(artifact_dir).resolve()),
-        pruner=spec.pruner,
+        pruner=pruner,
+        sampler=spec.sampler,
         threads=spec.threads,
         trial_timeout=spec.trial_timeout,
         trials_sharing_memory=trials_sharing_memory,
@@ -99,6 +101,7 @@ class CheckedRun:
     space: Space
     space_option: str  # --space as given, or as the study recorded it
     epochs: int
+    pruner: str
     prepared: PreparedData
     identity: dict[str, object]
     storage: optuna.storages.RDBStorage | None  # None: a SQLite file not created yet
@@ -120,6 +123,7 @@ def check_run(spec: RunSpec) -> CheckedRun:
     space_option = spec.space or recorded_space(recorded, name, redacted(url))
     space = space or load_space(space_option)
     epochs = resolve_epochs(spec.epochs, recorded, name)
+    pruner = resolve_pruner(spec.pruner, recorded, name)
     # the driver of a parallel run trains nothing: its copy of the data only feeds the object store
     prepared = prepare_data(spec.data_dir, limit=spec.limit, val_fraction=spec.val_fraction, split_seed=spec.split_seed, device="cpu" if spec.parallel else spec.device)
     identity = study_identity(space, prepared)
@@ -127,7 +131,7 @@ def check_run(spec: RunSpec) -> CheckedRun:
         check_can_continue(storage, name, identity)
     artifact_dir = artifact_location(spec.artifacts, spec.storage)
     check_artifact_store(artifact_dir)
-    return CheckedRun(name, space, space_option, epochs, prepared, identity, storage, artifact_dir)
+    return CheckedRun(name, space, space_option, epochs, pruner, prepared, identity, storage, artifact_dir)
 
 
 def run_study(spec: RunSpec, out: TextIO | None = None) -> RunSummary:
@@ -147,8 +151,10 @@ def run_study(spec: RunSpec, out: TextIO | None = None) -> RunSummary:
 
             resources = stack.enter_context(ray_driver.ray_cluster(spec))
         storage = run.storage or open_storage(spec.storage)
-        study = open_study(name, storage, run.identity, seed=spec.seed, pruner=spec.pruner, epochs=epochs, space_option=run.space_option)
-        job = trial_job(spec, name, run.space_option, epochs, prepared, run.artifact_dir, resources.trials_per_device if resources else 1)
+        study = open_study(
+            name, storage, run.identity, seed=spec.seed, pruner=run.pruner, epochs=epochs, space_option=run.space_option, sampler=spec.sampler
+        )
+        job = trial_job(spec, name, run.space_option, epochs, run.pruner, prepared, run.artifact_dir, resources.trials_per_device if resources else 1)
         reconciled = reconcile_lost_trials(study, storage)
         retry_interrupted(study)
         if spec.reference:
@@ -205,12 +211,11 @@ def describe_queue(study: optuna.Study, space: Space, to_run: int) -> str:
         return f"{plural(to_run, 'sampled trial')} to run"
     retries = [t for t in waiting if RETRY_OF_ATTR in t.user_attrs]
     queued = [t for t in waiting if RETRY_OF_ATTR not in t.user_attrs]
-    names = {tuple(sorted(params.items())): ref for ref, (_, params) in space.references().items()}
     parts = []
     if retries:
         parts.append(f"{plural(len(retries), 'retry', 'retries')} of {describe_numbers([t.user_attrs[RETRY_OF_ATTR] for t in retries])}")
     if queued:
-        labels = [names.get(tuple(sorted(config_of(t).items()))) for t in queued]
+        labels = [space.reference_name(config_of(t)) for t in queued]
         what = "reference" if all(labels) else "queued config"
         parts.append(f"{plural(len(queued), what)} ({', '.join(label or f'trial {t.number}' for label, t in zip(labels, queued))})")
     first = f"queued first: {' and '.join(parts)}"

@@ -4,16 +4,31 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
+from optuna.trial import TrialState
 from optuna.artifacts._protocol import ArtifactStore
 
-from search.config import TrialJob
+from search.config import RUNG_PRUNER, TrialJob
 from search.study.artifacts import open_artifact_store, store_trial_artifacts
 from search.study.memory import check_fits
-from search.study.trial_attrs import EPOCHS_ATTR, FAIL_REASON_ATTR, HOSTNAME_ATTR, INTERRUPTED, PID_ATTR, PRUNED_REASON_ATTR
+from search.study.rungs import Rung, RungData, ladder
+from search.study.trial_attrs import (
+    EPOCHS_ATTR,
+    FAIL_REASON_ATTR,
+    HOSTNAME_ATTR,
+    IMAGES_TRAINED_ATTR,
+    INTERRUPTED,
+    FORWARD_FLOPS_ATTR,
+    PID_ATTR,
+    PRUNED_REASON_ATTR,
+    REFERENCE_ATTR,
+    RUNG_ATTR,
+)
+from search.train.cost import Throughput, forward_flops
 from search.train.models import build_model, count_parameters
 from search.train.trainer import EpochReport, OutOfTime, TrainingData, train
 from spaces import Space, load_space
@@ -32,6 +47,7 @@ class TrialContext:
     trial_timeout: float | None = None  # seconds of training after which a trial is pruned, mid-epoch if need be
     trials_sharing_memory: int = 1  # trials that may run at once on this trial's device (see search.study.memory)
     on_epoch: Callable[[optuna.Trial, EpochReport], None] | None = None  # e.g. the live progress line
+    rung_data: RungData | None = None  # set when the study prunes on rungs (search.study.rungs), not on epochs
 
     @classmethod
     def from_job(
@@ -48,7 +64,17 @@ class TrialContext:
             trial_timeout=job.trial_timeout,
             trials_sharing_memory=job.trials_sharing_memory,
             on_epoch=on_epoch,
+            rung_data=RungData(data) if job.pruner == RUNG_PRUNER else None,
         )
+
+    def rungs(self, reference: bool) -> tuple[Rung, ...]:
+        """What a trial trains: the whole budget at once when pruning is on epochs; with rungs, its ladder,
+        or only the last rung for a reference (a known-good config is not screened)."""
+        full = Rung(1, len(self.data.train_labels), self.epochs)
+        if self.rung_data is None:
+            return (full,)
+        steps = ladder(self.epochs, full.rows)
+        return steps[-1:] if reference else steps
 
 
 def make_objective(context: TrialContext):
@@ -77,6 +103,24 @@ def make_objective(context: TrialContext):
     return objective
 
 
+def check_can_finish(trial: optuna.Trial, family: str, device: str, flops: int, rung: Rung, seconds: float) -> None:
+    """Prune, before it starts, a rung that its family's measured pace on this device says cannot end in `seconds`."""
+    runs = [
+        (t.user_attrs[FORWARD_FLOPS_ATTR], t.user_attrs["images_per_second"])
+        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if t.user_attrs.get("family") == family and t.user_attrs.get("device") == device
+        and FORWARD_FLOPS_ATTR in t.user_attrs and "images_per_second" in t.user_attrs
+    ]
+    pace = Throughput.from_runs(runs)
+    if pace is None:
+        return
+    predicted = pace.seconds(flops, rung.images)
+    if predicted > seconds:
+        reason = f"predicted {predicted:.0f}s for {rung.rows} rows x {rung.epochs} epochs, over the {seconds:.0f}s left of its time"
+        trial.set_user_attr(PRUNED_REASON_ATTR, reason)
+        raise optuna.TrialPruned(reason)
+
+
 def _train_trial(trial: optuna.Trial, context: TrialContext) -> float:
     seed = context.base_seed + trial.number
     device = context.data.device
@@ -92,28 +136,52 @@ def _train_trial(trial: optuna.Trial, context: TrialContext) -> float:
 
     candidate = context.space.suggest(trial)
     trial.set_user_attr("family", candidate.family)
-    model = build_model(context.space, candidate, seed)
-    trial.set_user_attr("params", count_parameters(model))
-    # before the model reaches the device: a config too big for it fails alone, with both figures
-    needed = check_fits(model, candidate.train.batch_size, device, context.trials_sharing_memory)
-    if needed is not None:
-        trial.set_user_attr("memory_mb", round(needed / 1e6, 1))
-    model.to(device)
+    reference = context.space.reference_name(trial.params)
+    if reference is not None:
+        trial.set_user_attr(REFERENCE_ATTR, reference)
+    rungs = context.rungs(reference is not None)
+    by_epoch = context.rung_data is None  # pruning on epochs: every epoch is reported and may end the trial
+    started = time.perf_counter()
+    images = 0
+    for index, rung in enumerate(rungs):
+        last = index == len(rungs) - 1
+        data = context.data if context.rung_data is None else context.rung_data.rows(rung.rows)
+        model = build_model(context.space, candidate, seed)
+        if index == 0:
+            trial.set_user_attr("params", count_parameters(model))
+            flops = forward_flops(model)
+            if flops is not None:
+                trial.set_user_attr(FORWARD_FLOPS_ATTR, flops)
+            # before the model reaches the device: a config too big for it fails alone, with both figures
+            needed = check_fits(model, candidate.train.batch_size, device, context.trials_sharing_memory)
+            if needed is not None:
+                trial.set_user_attr("memory_mb", round(needed / 1e6, 1))
+        model.to(device)
+        trained_before = images
 
-    def on_epoch(report: EpochReport) -> None:
-        trial.set_user_attr("images_per_second", round(report.images_per_second, 1))
-        trial.set_user_attr("train_seconds", round(report.seconds, 2))
-        trial.report(report.val_accuracy, report.epoch)
-        if context.on_epoch is not None:
-            context.on_epoch(trial, report)
-        # a trial that trained its whole budget completes: pruning it then would only throw its weights away
-        if report.epoch < context.epochs and trial.should_prune():
-            raise optuna.TrialPruned(f"val accuracy {report.val_accuracy:.4f} at epoch {report.epoch}")
+        def on_epoch(report: EpochReport) -> None:
+            trial.set_user_attr(IMAGES_TRAINED_ATTR, trained_before + report.epoch * rung.rows)
+            trial.set_user_attr("images_per_second", round(report.images_per_second, 1))
+            trial.set_user_attr("train_seconds", round(time.perf_counter() - started, 2))
+            if context.on_epoch is not None:
+                context.on_epoch(trial, report)
+            if by_epoch:
+                trial.report(report.val_accuracy, report.epoch)
+                # a trial that trained its whole budget completes: pruning it then would only throw its weights away
+                if report.epoch < context.epochs and trial.should_prune():
+                    raise optuna.TrialPruned(f"val accuracy {report.val_accuracy:.4f} at epoch {report.epoch}")
 
-    result = train(
-        model, context.data, candidate.train, epochs=context.epochs, seed=seed, on_epoch=on_epoch,
-        time_limit=context.trial_timeout,
-    )
+        time_left = None if context.trial_timeout is None else max(0.0, context.trial_timeout - (time.perf_counter() - started))
+        if time_left is not None and flops is not None:
+            check_can_finish(trial, candidate.family, str(device), flops, rung, time_left)
+        result = train(model, data, candidate.train, epochs=rung.epochs, seed=seed, on_epoch=on_epoch, time_limit=time_left)
+        images += rung.images
+        if context.rung_data is not None:
+            trial.set_user_attr(RUNG_ATTR, f"{rung.rows} rows x {rung.epochs} epochs")
+            if not last:
+                trial.report(result.val_accuracy, rung.step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"val accuracy {result.val_accuracy:.4f} on {rung.rows} rows x {rung.epochs} epochs")
     metadata = {"family": candidate.family, "params": trial.params, "seed": seed, "data_hash": context.data_hash}
     store_trial_artifacts(trial, context.artifact_store, result.model, metadata, result.val_probs, result.test_probs)
     trial.set_user_attr("val_loss", round(result.val_loss, 6))

@@ -13,7 +13,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.study.states import count_states
-from search.study.trial_attrs import FAIL_REASON_ATTR, PRUNED_REASON_ATTR
+from search.study.trial_attrs import FAIL_REASON_ATTR, PRUNED_REASON_ATTR, RUNG_ATTR
 
 
 CLEAR_TO_END = "\x1b[K"  # ANSI: erase the rest of the line, so a shorter live line leaves no tail
@@ -164,5 +164,7 @@ def _describe(trial: FrozenTrial) -> str:
         step = trial.last_step
         if step is None:
             return f"{family} pruned before its first epoch ended"
+        if RUNG_ATTR in trial.user_attrs:
+            return f"{family} screened out on {trial.user_attrs[RUNG_ATTR]} ({trial.intermediate_values[step]:.2%})"
         return f"{family} pruned at epoch {step} ({trial.intermediate_values[step]:.2%})"
     return f"{family} {trial.state.name}: {trial.user_attrs.get(FAIL_REASON_ATTR, 'no reason recorded')}"

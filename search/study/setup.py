@@ -6,9 +6,10 @@ from pathlib import Path
 
 import optuna
 
-from search.config import DEFAULT_EPOCHS
+from search.config import DEFAULT_EPOCHS, PRUNERS, RUNG_PRUNER
 from search.errors import UserError
 from search.study.retries import RetriesFirstStudy
+from search.study.rungs import REDUCTION
 from search.study.trial_attrs import EPOCHS_ATTR
 from search.train.prepared import PreparedData
 from spaces import Space
@@ -16,12 +17,19 @@ from spaces import Space
 # Study attrs that must match for a run to continue a study.
 IDENTITY_ATTRS = ("space", "data_hash", "split")
 EPOCHS_STUDY_ATTR = "epochs"  # the study's epoch budget: what each trial trains at most, Hyperband's max resource
+PRUNER_STUDY_ATTR = "pruner"  # rungs report steps 1, 3, 9; the other pruners report epochs: a study keeps one kind
+LEGACY_PRUNER = "hyperband"  # what a study that predates the attr was pruned with
 SPACE_SOURCE_STUDY_ATTR = "space_source"  # --space as a later run can load it: a built-in name or a file's absolute path
 MAX_STUDY_NAME = 512  # characters: Optuna's study_name column
 TPE_STARTUP_TRIALS = 10
+# With rungs a sampled trial mostly costs a ninth of a full one, and the references are already
+# observations (they count towards the start-up), so TPE may start modelling sooner.
+RUNG_TPE_STARTUP_TRIALS = 5
 
 
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    if name == RUNG_PRUNER:
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=REDUCTION, min_early_stopping_rate=0)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
     if name == "median":
@@ -29,9 +37,12 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(seed: int, kind: str = "tpe", pruner: str = RUNG_PRUNER) -> optuna.samplers.BaseSampler:
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    startup = RUNG_TPE_STARTUP_TRIALS if pruner == RUNG_PRUNER else TPE_STARTUP_TRIALS
     # Multivariate TPE over conditional spaces (group) with constant liar for parallel workers.
-    return optuna.samplers.TPESampler(seed=seed, group=True, constant_liar=True, n_startup_trials=TPE_STARTUP_TRIALS)
+    return optuna.samplers.TPESampler(seed=seed, group=True, constant_liar=True, n_startup_trials=startup)
 
 
 def study_identity(space: Space, prepared: PreparedData) -> dict[str, object]:
@@ -89,6 +100,22 @@ def resolve_epochs(option: int | None, recorded: dict[str, object] | None, study
     return option
 
 
+def resolve_pruner(option: str | None, recorded: dict[str, object] | None, study_name: str) -> str:
+    """--pruner as given, else the study's (PRUNERS[0] for a new study). Rungs and epoch pruning report
+    different steps, so a study pruned one way is not continued the other."""
+    if recorded is None:
+        return option or PRUNERS[0]
+    used = str(recorded.get(PRUNER_STUDY_ATTR, LEGACY_PRUNER))
+    if option is None:
+        return used
+    if (option == RUNG_PRUNER) != (used == RUNG_PRUNER):
+        raise UserError(
+            f"study {study_name!r} was pruned with --pruner {used}; leave --pruner out (or pass --pruner {used}) "
+            f"to continue it, or use --study NEW_NAME for a study pruned with {option}"
+        )
+    return option
+
+
 def check_can_continue(storage: optuna.storages.BaseStorage, study_name: str, identity: dict[str, object]) -> None:
     """Refuse, before writing anything, to continue a study built on other data, split or space."""
     try:
@@ -120,14 +147,15 @@ def open_study(
     pruner: str,
     epochs: int,
     space_option: str,
+    sampler: str = "tpe",
 ) -> optuna.Study:
     """Create the study or load it (checked to be on the same space, data and split); records its identity,
     epoch budget and space. The study hands out retries of trials cut short before other queued trials."""
     check_can_continue(storage, name, identity)
-    sampler, study_pruner = make_sampler(seed), make_pruner(pruner, epochs)
-    optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler, pruner=study_pruner, load_if_exists=True)
-    study = RetriesFirstStudy(study_name=name, storage=storage, sampler=sampler, pruner=study_pruner)
-    recorded = {**identity, EPOCHS_STUDY_ATTR: epochs, SPACE_SOURCE_STUDY_ATTR: space_source(space_option)}
+    study_sampler, study_pruner = make_sampler(seed, sampler, pruner), make_pruner(pruner, epochs)
+    optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=study_sampler, pruner=study_pruner, load_if_exists=True)
+    study = RetriesFirstStudy(study_name=name, storage=storage, sampler=study_sampler, pruner=study_pruner)
+    recorded = {**identity, EPOCHS_STUDY_ATTR: epochs, PRUNER_STUDY_ATTR: pruner, SPACE_SOURCE_STUDY_ATTR: space_source(space_option)}
     for key, value in recorded.items():
         if study.user_attrs.get(key) != value:
             study.set_user_attr(key, value)

@@ -9,3 +9,7 @@ PROCESS_LOST_ATTR = "process_lost"  # True on a trial failed because the process
 HOSTNAME_ATTR = "hostname"  # the machine, and the process on it, that runs the trial (its driver until a worker starts it)
 PID_ATTR = "pid"
 EPOCHS_ATTR = "epochs"  # the epoch budget the trial trained with
+IMAGES_TRAINED_ATTR = "images_trained"  # training images the trial has gone through, over all its rungs: its cost
+REFERENCE_ATTR = "reference"  # on a trial that trains one of the space's references: its name
+RUNG_ATTR = "rung"  # with --pruner rungs: the last rung the trial trained, as "<rows> rows x <epochs> epochs"
+FORWARD_FLOPS_ATTR = "forward_flops"  # counted FLOPs of one image's forward pass (search.train.cost): with images/s, the pace
