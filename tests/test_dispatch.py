@@ -46,8 +46,9 @@ def unique(name: str) -> str:
 
 
 def spec(storage: str, tmp_path: Path, **overrides) -> RunSpec:
+    # hyperband: a trial reports every epoch, so a test can catch one mid-training (running_trial)
     options = dict(space=QUICK_SPACE, trials=6, epochs=2, limit=200, storage=storage, study=unique("par"),
-                   reference=False, workers=2, gpus_per_trial=0, artifacts=str(tmp_path / "artifacts"))
+                   reference=False, workers=2, gpus_per_trial=0, artifacts=str(tmp_path / "artifacts"), pruner="hyperband")
     options.update(overrides)
     return RunSpec(**options)
 
@@ -61,13 +62,15 @@ def finished(trials):
 
 
 def test_two_workers_share_one_study_with_an_exact_count(local_ray, storage_url, tmp_path):
-    run = spec(storage_url, tmp_path, trials=8)
+    run = spec(storage_url, tmp_path, trials=8, pruner="rungs")
     run_study(run)
     trials = trials_of(run)
     assert len(finished(trials)) == 8
     assert len(trials) == 8 and not [t for t in trials if t.state == TrialState.RUNNING]
     assert len({t.user_attrs["pid"] for t in trials}) >= 2  # both workers ran trials
-    assert run_study(run).counts == {"complete": sum(t.state == TrialState.COMPLETE for t in trials), "pruned": sum(t.state == TrialState.PRUNED for t in trials)}
+    assert all(t.user_attrs["rung"] == "180 rows x 2 epochs" for t in trials)  # the workers prune on the run's rungs
+    counts = {"complete": sum(t.state == TrialState.COMPLETE for t in trials), "pruned": sum(t.state == TrialState.PRUNED for t in trials)}
+    assert run_study(run).counts == {state: n for state, n in counts.items() if n}
     assert len(trials_of(run)) == 8  # running again adds nothing
 
 

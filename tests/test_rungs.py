@@ -129,10 +129,10 @@ def test_a_sampled_trial_climbs_the_rungs_and_a_reference_trains_only_the_last(t
     study.optimize(objective, n_trials=2)
     reference, sampled = study.trials
     assert reference.state == TrialState.COMPLETE and reference.user_attrs[REFERENCE_ATTR] == "toy-ref"
-    assert reference.intermediate_values == {} and reference.user_attrs[IMAGES_TRAINED_ATTR] == 300 * 2
+    assert list(reference.intermediate_values) == [9] and reference.user_attrs[IMAGES_TRAINED_ATTR] == 300 * 2
     # the first sampled trial is the best at each rung so far, so it is promoted to the full training
     assert sampled.state == TrialState.COMPLETE and REFERENCE_ATTR not in sampled.user_attrs
-    assert sorted(sampled.intermediate_values) == [1, 3]
+    assert sorted(sampled.intermediate_values) == [1, 3, 9] and sampled.intermediate_values[9] == sampled.value
     assert sampled.user_attrs[IMAGES_TRAINED_ATTR] == (33 + 100 + 300) * 2
     assert sampled.user_attrs[RUNG_ATTR] == "300 rows x 2 epochs"
 

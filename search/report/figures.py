@@ -116,12 +116,12 @@ def curves_figure(curves: dict[str, Curves]) -> go.Figure:
                 marker={"size": 4},
                 opacity=opacity,
                 connectgaps=False,
-                hovertemplate="%{text}<br>epoch %{x}: %{y:.2%}<extra>" + state + "</extra>",
+                hovertemplate="%{text}<br>step %{x}: %{y:.2%}<extra>" + state + "</extra>",
             )
         )
     epochs = [e for curve in curves.values() for e in curve.epochs]
     values = [v for curve in curves.values() for v in curve.values]
-    return _layout(figure, xaxis=step_axis(epochs, "epoch"), yaxis={**ACCURACY_AXIS, "range": accuracy_range(values)})
+    return _layout(figure, xaxis=step_axis(epochs, "epoch, or rung (1, 3, 9: 1/9, 1/3, all of the images)"), yaxis={**ACCURACY_AXIS, "range": accuracy_range(values)})
 
 
 def importance_figure(importances: Importances) -> go.Figure:

@@ -132,7 +132,7 @@ def _overview(report: Report, colors: dict[str, str], figures: _Figures) -> str:
         cards.append(_card("Accuracy by family", _note("no study has a completed trial yet; run digit-search run to fill these figures")))
     counts = {s.name: s.counts for s in report.studies}
     if any(sum(c.values()) for c in counts.values()):
-        cards.append(_card("Trial states", figures.div(draw.states_figure(counts)), "complete, pruned by Hyperband on epochs, or failed"))
+        cards.append(_card("Trial states", figures.div(draw.states_figure(counts)), "complete, pruned (screened out on a cheap rung, or stopped at an epoch), or failed"))
         cards.append(_card("Compute spent", figures.div(draw.compute_figure(report.compute)), "wall-clock time of finished trials, by how they ended"))
     else:
         cards.append(_card("Trial states and compute", _note("the studies have no trials yet")))
@@ -203,7 +203,7 @@ def _study_section(study: StudyData, colors: dict[str, str], figures: _Figures) 
     )
     parts = [
         ("history", "Optimisation history", lambda: draw.history_figure(study.history, colors), "", False),
-        ("curves", "Learning curves", lambda: draw.curves_figure(study.curves), "validation accuracy per epoch; pruned trials stop early", False),
+        ("curves", "Learning curves", lambda: draw.curves_figure(study.curves), "validation accuracy per epoch, or per rung with --pruner rungs; pruned trials stop early", False),
         ("parallel", "Parallel coordinates", lambda: draw.parallel_figure(study.parallel), "completed trials over the most important parameters that every trial has; drag along an axis to filter", True),
         ("importances", "Hyperparameter importances", lambda: draw.importance_figure(study.importances), "", False),
         ("slices", "Slice plot", lambda: draw.slice_figure(study.slices), "validation accuracy against each of the most important parameters", False),

@@ -178,8 +178,8 @@ def _train_trial(trial: optuna.Trial, context: TrialContext) -> float:
         images += rung.images
         if context.rung_data is not None:
             trial.set_user_attr(RUNG_ATTR, f"{rung.rows} rows x {rung.epochs} epochs")
+            trial.report(result.val_accuracy, rung.step)  # the last rung's too: the report draws every rung
             if not last:
-                trial.report(result.val_accuracy, rung.step)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"val accuracy {result.val_accuracy:.4f} on {rung.rows} rows x {rung.epochs} epochs")
     metadata = {"family": candidate.family, "params": trial.params, "seed": seed, "data_hash": context.data_hash}
