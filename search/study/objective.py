@@ -9,8 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
-from optuna.trial import TrialState
 from optuna.artifacts._protocol import ArtifactStore
+from optuna.trial import TrialState
+from torch import nn
 
 from search.config import RUNG_PRUNER, TrialJob
 from search.study.artifacts import open_artifact_store, store_trial_artifacts
@@ -19,10 +20,10 @@ from search.study.rungs import Rung, RungData, ladder
 from search.study.trial_attrs import (
     EPOCHS_ATTR,
     FAIL_REASON_ATTR,
+    FORWARD_FLOPS_ATTR,
     HOSTNAME_ATTR,
     IMAGES_TRAINED_ATTR,
     INTERRUPTED,
-    FORWARD_FLOPS_ATTR,
     PID_ATTR,
     PRUNED_REASON_ATTR,
     REFERENCE_ATTR,
@@ -30,8 +31,9 @@ from search.study.trial_attrs import (
 )
 from search.train.cost import Throughput, forward_flops
 from search.train.models import build_model, count_parameters
-from search.train.trainer import EpochReport, OutOfTime, TrainingData, train
+from search.train.trainer import EpochReport, OutOfTime, TrainingData, TrainResult, train
 from spaces import Space, load_space
+from spaces.training import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -139,50 +141,63 @@ def _train_trial(trial: optuna.Trial, context: TrialContext) -> float:
     reference = context.space.reference_name(trial.params)
     if reference is not None:
         trial.set_user_attr(REFERENCE_ATTR, reference)
-    rungs = context.rungs(reference is not None)
-    by_epoch = context.rung_data is None  # pruning on epochs: every epoch is reported and may end the trial
+    model = build_model(context.space, candidate, seed)
+    trial.set_user_attr("params", count_parameters(model))
+    flops = forward_flops(model)
+    if flops is not None:
+        trial.set_user_attr(FORWARD_FLOPS_ATTR, flops)
+    # before the model reaches the device: a config too big for it fails alone, with both figures
+    needed = check_fits(model, candidate.train.batch_size, device, context.trials_sharing_memory)
+    if needed is not None:
+        trial.set_user_attr("memory_mb", round(needed / 1e6, 1))
+
     started = time.perf_counter()
+    rungs = context.rungs(reference is not None)
     images = 0
     for index, rung in enumerate(rungs):
-        last = index == len(rungs) - 1
-        data = context.data if context.rung_data is None else context.rung_data.rows(rung.rows)
-        model = build_model(context.space, candidate, seed)
-        if index == 0:
-            trial.set_user_attr("params", count_parameters(model))
-            flops = forward_flops(model)
-            if flops is not None:
-                trial.set_user_attr(FORWARD_FLOPS_ATTR, flops)
-            # before the model reaches the device: a config too big for it fails alone, with both figures
-            needed = check_fits(model, candidate.train.batch_size, device, context.trials_sharing_memory)
-            if needed is not None:
-                trial.set_user_attr("memory_mb", round(needed / 1e6, 1))
-        model.to(device)
-        trained_before = images
-
-        def on_epoch(report: EpochReport) -> None:
-            trial.set_user_attr(IMAGES_TRAINED_ATTR, trained_before + report.epoch * rung.rows)
-            trial.set_user_attr("images_per_second", round(report.images_per_second, 1))
-            trial.set_user_attr("train_seconds", round(time.perf_counter() - started, 2))
-            if context.on_epoch is not None:
-                context.on_epoch(trial, report)
-            if by_epoch:
-                trial.report(report.val_accuracy, report.epoch)
-                # a trial that trained its whole budget completes: pruning it then would only throw its weights away
-                if report.epoch < context.epochs and trial.should_prune():
-                    raise optuna.TrialPruned(f"val accuracy {report.val_accuracy:.4f} at epoch {report.epoch}")
-
+        if index:
+            model = build_model(context.space, candidate, seed)  # every rung trains from the same fresh start
         time_left = None if context.trial_timeout is None else max(0.0, context.trial_timeout - (time.perf_counter() - started))
         if time_left is not None and flops is not None:
             check_can_finish(trial, candidate.family, str(device), flops, rung, time_left)
-        result = train(model, data, candidate.train, epochs=rung.epochs, seed=seed, on_epoch=on_epoch, time_limit=time_left)
+        result = _train_rung(trial, context, model.to(device), candidate.train, rung, seed, images, started, time_left)
         images += rung.images
         if context.rung_data is not None:
             trial.set_user_attr(RUNG_ATTR, f"{rung.rows} rows x {rung.epochs} epochs")
             trial.report(result.val_accuracy, rung.step)  # the last rung's too: the report draws every rung
-            if not last:
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"val accuracy {result.val_accuracy:.4f} on {rung.rows} rows x {rung.epochs} epochs")
+            if index < len(rungs) - 1 and trial.should_prune():
+                raise optuna.TrialPruned(f"val accuracy {result.val_accuracy:.4f} on {rung.rows} rows x {rung.epochs} epochs")
     metadata = {"family": candidate.family, "params": trial.params, "seed": seed, "data_hash": context.data_hash}
     store_trial_artifacts(trial, context.artifact_store, result.model, metadata, result.val_probs, result.test_probs)
     trial.set_user_attr("val_loss", round(result.val_loss, 6))
     return result.val_accuracy
+
+
+def _train_rung(
+    trial: optuna.Trial,
+    context: TrialContext,
+    model: nn.Module,
+    config: TrainConfig,
+    rung: Rung,
+    seed: int,
+    images_before: int,
+    started: float,
+    time_left: float | None,
+) -> TrainResult:
+    """One complete training of `rung`; with an epoch pruner (no rung data) every epoch is reported and may end the trial."""
+    by_epoch = context.rung_data is None
+    data = context.data if by_epoch else context.rung_data.rows(rung.rows)
+
+    def on_epoch(report: EpochReport) -> None:
+        trial.set_user_attr(IMAGES_TRAINED_ATTR, images_before + report.epoch * rung.rows)
+        trial.set_user_attr("images_per_second", round(report.images_per_second, 1))
+        trial.set_user_attr("train_seconds", round(time.perf_counter() - started, 2))
+        if context.on_epoch is not None:
+            context.on_epoch(trial, report)
+        if by_epoch:
+            trial.report(report.val_accuracy, report.epoch)
+            # a trial that trained its whole budget completes: pruning it then would only throw its weights away
+            if report.epoch < context.epochs and trial.should_prune():
+                raise optuna.TrialPruned(f"val accuracy {report.val_accuracy:.4f} at epoch {report.epoch}")
+
+    return train(model, data, config, epochs=rung.epochs, seed=seed, on_epoch=on_epoch, time_limit=time_left)
