@@ -8,6 +8,14 @@ from typing import Any
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("onecycle", "cosine", "plateau")
 BATCH_SIZES = (64, 128, 256, 512)
+# Peak lr per optimizer. Issue 14 (bench/trainable.py, BENCHMARKS.md "Trainable search spaces"): a
+# cnn without batch norm stayed at chance under Nesterov SGD (momentum 0.9) at lr 0.08 and 0.2, so
+# SGD stops at 0.05; AdamW stops at 5e-3, just above bn-cnn's tuned 4e-3.
+LR_RANGES = {"adamw": (3e-4, 5e-3), "sgd": (5e-3, 5e-2)}
+# Decoupled decay is lr-independent shrinkage PER STEP: a 6-epoch trial on Kaggle's 37,800 digits at
+# batch 64 takes ~3,500 steps, so 1e-2 could shrink weights by up to exp(-35) (before the schedule's
+# multiplier), 1e-3 by at most exp(-3.5).
+WEIGHT_DECAY_RANGE = (1e-6, 1e-3)
 
 
 @dataclass(frozen=True)
@@ -42,11 +50,10 @@ class TrainConfig:
 def suggest(trial) -> TrainConfig:
     """Sample a TrainConfig; param names are `train.<field>` and must never be renamed."""
     optimizer = trial.suggest_categorical("train.optimizer", OPTIMIZERS)
-    lr_range = (3e-4, 1e-2) if optimizer == "adamw" else (1e-2, 0.3)
     return TrainConfig(
         optimizer=optimizer,
-        lr=trial.suggest_float(f"train.lr_{optimizer}", *lr_range, log=True),
-        weight_decay=trial.suggest_float("train.weight_decay", 1e-6, 1e-2, log=True),
+        lr=trial.suggest_float(f"train.lr_{optimizer}", *LR_RANGES[optimizer], log=True),
+        weight_decay=trial.suggest_float("train.weight_decay", *WEIGHT_DECAY_RANGE, log=True),
         batch_size=trial.suggest_categorical("train.batch_size", BATCH_SIZES),
         schedule=trial.suggest_categorical("train.schedule", SCHEDULES),
         label_smoothing=trial.suggest_float("train.label_smoothing", 0.0, 0.2),

@@ -60,7 +60,7 @@ def suggest(trial) -> Config:
     return Config(
         patch_size=trial.suggest_categorical("vit.patch_size", PATCH_SIZES),
         width=trial.suggest_categorical("vit.width", WIDTHS),
-        depth=trial.suggest_int("vit.depth", 2, 8),
+        depth=trial.suggest_int("vit.depth", 2, 6),
         heads=trial.suggest_categorical("vit.heads", HEADS),
         mlp_ratio=trial.suggest_categorical("vit.mlp_ratio", MLP_RATIOS),
         dropout=trial.suggest_float("vit.dropout", 0.0, 0.2),

@@ -223,3 +223,62 @@ def test_user_space_file_not_found(tmp_path: Path) -> None:
 def test_import_has_no_optuna_dependency() -> None:
     code = "import sys, spaces; assert 'optuna' not in sys.modules, 'spaces imported optuna'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+def conv_macs(model: torch.nn.Module) -> int:
+    """Multiply-accumulates of the model's convolutions for one 28x28 image."""
+    total = 0
+
+    def count(module, _inputs, output):
+        nonlocal total
+        total += output.numel() * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, 1, 28, 28))
+    for hook in hooks:
+        hook.remove()
+    return total
+
+
+def test_sampled_resnets_cost_about_a_cnn_reference() -> None:
+    """Issue 14: resnets sampled at full resolution took 180 s per Kaggle epoch; the space is sized for 28 px."""
+    costliest_cnn = max(conv_macs(cnn.build(r.model)) for r in cnn.REFERENCES.values())  # big-kernel, ~48M
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(0))
+    costs = sorted(conv_macs(resnet.build(resnet.suggest(study.ask()))) for _ in range(100))
+    assert costs[len(costs) // 2] < costliest_cnn / 2  # median ~16M, bn-cnn is ~18M
+    assert costs[-1] < 1.25 * costliest_cnn  # the widest, deepest corner of the space: ~52M
+    for ref in resnet.REFERENCES.values():
+        assert conv_macs(resnet.build(ref.model)) < costliest_cnn
+
+
+def test_resnet_stage_limits_follow_the_resolution() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(1))
+    for _ in range(100):
+        config = resnet.suggest(study.ask())
+        side = 28
+        for width, blocks, stride in zip(config.widths, config.blocks, config.strides):
+            side = (side + stride - 1) // stride
+            max_width, max_blocks = resnet.stage_limits(side)
+            assert 16 <= width <= max_width and 1 <= blocks <= max_blocks, config
+        assert all(stride == 2 for stride in config.strides[1:]), config
+
+
+def test_training_ranges_stay_trainable() -> None:
+    """Issue 14: weight decay is per-step shrinkage, so its top must stay mild over a whole search trial."""
+    steps = 6 * -(-37_800 // min(training.BATCH_SIZES))  # 6 Kaggle epochs at the smallest batch
+    assert training.WEIGHT_DECAY_RANGE[1] * steps < 4  # at most ~exp(-4) before the schedule halves it
+    assert training.LR_RANGES["sgd"][1] <= 0.05 and training.LR_RANGES["adamw"][1] <= 5e-3
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(0))
+    for _ in range(50):
+        config = training.suggest(study.ask())
+        low, high = training.LR_RANGES[config.optimizer]
+        assert low <= config.lr <= high
+        assert training.WEIGHT_DECAY_RANGE[0] <= config.weight_decay <= training.WEIGHT_DECAY_RANGE[1]
+    # every family's references keep their recipes inside the ranges
+    for family in spaces.FAMILIES.values():
+        for ref in family.REFERENCES.values():
+            low, high = training.LR_RANGES[ref.train.optimizer]
+            assert low <= ref.train.lr <= high, ref.name
+            assert training.WEIGHT_DECAY_RANGE[0] <= ref.train.weight_decay <= training.WEIGHT_DECAY_RANGE[1], ref.name
