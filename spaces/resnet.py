@@ -18,7 +18,6 @@ STRIDES = (1, 2)
 # stage free to stay at 28 px, 3 blocks of 64-128 channels, a sampled resnet took 180 s per Kaggle
 # epoch on CPU; a 3x3 conv's cost is width^2 x side^2, so the cap grows as the side halves.
 STAGE_LIMITS = ((28, (32, 1)), (14, (64, 2)), (1, (128, 2)))
-LATER_STRIDES = (2,)  # every stage after the first halves the resolution
 
 
 @dataclass(frozen=True)
@@ -52,17 +51,17 @@ def stage_limits(side: int) -> tuple[int, int]:
 def suggest(trial) -> Config:
     """Sample a Config; param names are `resnet.<field>`, per-stage ones `resnet.<field>_<stage>`.
 
-    Each stage's stride is drawn first (only the first stage may keep 28 px), and its width and block
-    ranges follow from the resolution it runs at (STAGE_LIMITS), so no sampled net costs much more
-    per epoch than the cnn references.
+    Each stage's stride is drawn first, and its width and block ranges follow from the resolution it
+    runs at (STAGE_LIMITS), so a stage at 28 px stays narrow and shallow. Every stage's stride keeps
+    the choices (1, 2): Optuna refuses a study whose trials drew one categorical param from two
+    choice sets, so narrowing them would break every resnet study created before.
     """
     stages = trial.suggest_int("resnet.stages", 2, 3)
     stem_width = trial.suggest_int("resnet.stem_width", 16, 32, log=True)
     side = IMAGE_SIDE
     widths, blocks, strides = [], [], []
     for i in range(stages):
-        # only the first stage may stay at 28 px: CPU time there is activation traffic more than MACs
-        strides.append(trial.suggest_categorical(f"resnet.stride_{i}", STRIDES if i == 0 else LATER_STRIDES))
+        strides.append(trial.suggest_categorical(f"resnet.stride_{i}", STRIDES))
         side = (side + strides[-1] - 1) // strides[-1]  # 3x3 conv, padding 1: 28 -> 14 -> 7 -> 4
         max_width, max_blocks = stage_limits(side)
         widths.append(trial.suggest_int(f"resnet.width_{i}", 16, max_width, log=True))

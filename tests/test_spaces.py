@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import warnings
@@ -248,7 +249,7 @@ def test_sampled_resnets_cost_about_a_cnn_reference() -> None:
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(0))
     costs = sorted(conv_macs(resnet.build(resnet.suggest(study.ask()))) for _ in range(100))
     assert costs[len(costs) // 2] < costliest_cnn / 2  # median ~16M, bn-cnn is ~18M
-    assert costs[-1] < 1.25 * costliest_cnn  # the widest, deepest corner of the space: ~52M
+    assert costs[-1] < 1.5 * costliest_cnn  # the widest, deepest corner of the space
     for ref in resnet.REFERENCES.values():
         assert conv_macs(resnet.build(ref.model)) < costliest_cnn
 
@@ -262,7 +263,21 @@ def test_resnet_stage_limits_follow_the_resolution() -> None:
             side = (side + stride - 1) // stride
             max_width, max_blocks = resnet.stage_limits(side)
             assert 16 <= width <= max_width and 1 <= blocks <= max_blocks, config
-        assert all(stride == 2 for stride in config.strides[1:]), config
+
+
+@pytest.mark.parametrize("name", [*sorted(spaces.FAMILIES), "all"])
+def test_categorical_params_keep_the_choices_earlier_versions_stored(name) -> None:
+    """Optuna refuses a study whose trials drew one categorical param from two choice sets, so a
+    changed choice list (or one that depends on earlier draws) breaks every study created before.
+    tests/fixtures/categorical_choices.json holds the choices as studies have stored them."""
+    stored = json.loads((Path(__file__).parent / "fixtures" / "categorical_choices.json").read_text())
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(2))
+    for _ in range(60):
+        trial = study.ask()
+        spaces.load_space(name).suggest(trial)
+        for param, distribution in trial.distributions.items():
+            if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+                assert list(distribution.choices) == stored[param], param
 
 
 def test_training_ranges_stay_trainable() -> None:
