@@ -125,7 +125,7 @@ def test_the_header_says_what_runs_first_and_counts_in_words(sqlite_url):
     run_study(tiny(sqlite_url, trials=2), out)
     header = out.getvalue().splitlines()
     assert header[0].startswith("study 's' in sqlite:///") and "0 of 2 trials finished" in header[0]
-    assert header[0].endswith("up to 1 epoch a trial")  # not "1 epochs max"
+    assert header[0].endswith("1 epoch a trial; too few rows to screen on rungs of at least 1,000")  # not "1 epochs"
     assert header[1] == "queued first: 1 reference (mlp-small), then 1 sampled trial"
 
     again = io.StringIO()

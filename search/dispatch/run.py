@@ -11,12 +11,13 @@ from typing import TextIO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.config import RunSpec, TrialJob
+from search.config import RUNG_PRUNER, RunSpec, TrialJob
 from search.dispatch.in_process import run_in_process
 from search.errors import UserError
 from search.study.artifacts import artifact_location, check_artifact_store, is_s3_url
 from search.study.progress import Progress, RunningTrial, plural
 from search.study.retries import config_of, reconcile_lost_trials, retry_interrupted
+from search.study.rungs import MIN_RUNG_ROWS, ladder
 from search.study.setup import (
     check_can_continue,
     check_study_name,
@@ -165,7 +166,7 @@ def run_study(spec: RunSpec, out: TextIO | None = None) -> RunSummary:
         out.write(
             f"study {name!r} in {redacted(spec.storage)}: {describe_count(finished, spec.trials)}; "
             f"data {prepared.digits.source}, {len(prepared.split.train_index)} train / {len(prepared.split.val_index)} val rows; "
-            f"{where}; up to {plural(epochs, 'epoch')} a trial\n"
+            f"{where}; {describe_pruning(run.pruner, epochs, len(prepared.split.train_index))}\n"
         )
         if reconciled:
             out.write(
@@ -192,6 +193,16 @@ def run_study(spec: RunSpec, out: TextIO | None = None) -> RunSummary:
     summary = summarize(study, spec, run.artifact_dir, failures.reason)
     print_summary(summary, out)
     return summary
+
+
+def describe_pruning(pruner: str, epochs: int, rows: int) -> str:
+    if pruner != RUNG_PRUNER:
+        return f"up to {plural(epochs, 'epoch')} a trial, " + ("no pruning" if pruner == "none" else f"pruned by {pruner}")
+    rungs = ladder(epochs, rows)
+    if len(rungs) == 1:
+        return f"{plural(epochs, 'epoch')} a trial; too few rows to screen on rungs of at least {MIN_RUNG_ROWS:,}"
+    cheap = ", then ".join(f"{r.rows:,}" for r in rungs[:-1])
+    return f"sampled configs train on {cheap}, then all {rungs[-1].rows:,} rows while in the best third, {plural(epochs, 'epoch')} each"
 
 
 def describe_count(finished: int, target: int) -> str:
