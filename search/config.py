@@ -27,7 +27,7 @@ DEFAULT_ENSEMBLES = STUDIES_HOME / "ensembles"
 DEFAULT_CACHE = STUDIES_HOME / "cache"
 DEFAULT_REPORTS = Path("reports")
 
-DEFAULT_EPOCHS = 10  # most epochs a trial trains (Hyperband's max resource)
+DEFAULT_EPOCHS = 10  # the epochs of a trial's full training
 MIN_LIMIT_ROWS = 20  # fewer training rows leave classes without a validation digit
 RUNG_PRUNER = "rungs"  # successive halving over complete trainings on more and more images (search.study.rungs)
 PRUNERS = (RUNG_PRUNER, "hyperband", "median", "none")  # the first is a new study's; the others prune on epochs
@@ -102,7 +102,7 @@ class RunSpec:
     trial_timeout: float | None = None
     limit: int | None = None
     pruner: str | None = None  # default: the study's pruner, PRUNERS[0] for a new study
-    sampler: str = "tpe"
+    sampler: str = SAMPLERS[0]
     reference: bool = True
     val_fraction: float = 0.1
     split_seed: int = 0

@@ -39,7 +39,7 @@ from search.study.storage import (
     parse_storage_url,
     redacted,
 )
-from search.study.trial_attrs import FAIL_REASON_ATTR, RETRY_OF_ATTR
+from search.study.trial_attrs import FAIL_REASON_ATTR, RETRY_OF_ATTR, RUNG_ATTR
 from search.train.prepared import PreparedData, prepare_data
 from search.train.trainer import EpochReport
 from spaces import Space, load_space
@@ -182,7 +182,8 @@ def run_study(spec: RunSpec, out: TextIO | None = None) -> RunSummary:
             return failures.should_stop(trial)
 
         def on_epoch(trial: optuna.Trial, report: EpochReport) -> None:
-            family = trial.user_attrs.get("family", "?")
+            attrs = trial.user_attrs
+            family = attrs.get("family", "?") + (f" on {attrs[RUNG_ATTR]}" if RUNG_ATTR in attrs else "")
             progress.show_running([RunningTrial(trial.number, family, epochs, report.epoch, report.val_accuracy, report.images_per_second)])
 
         if finished < spec.trials:

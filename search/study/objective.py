@@ -160,10 +160,11 @@ def _train_trial(trial: optuna.Trial, context: TrialContext) -> float:
         time_left = None if context.trial_timeout is None else max(0.0, context.trial_timeout - (time.perf_counter() - started))
         if time_left is not None and flops is not None:
             check_can_finish(trial, candidate.family, str(device), flops, rung, time_left)
+        if context.rung_data is not None:
+            trial.set_user_attr(RUNG_ATTR, f"{rung.rows} rows x {rung.epochs} epochs")
         result = _train_rung(trial, context, model.to(device), candidate.train, rung, seed, images, started, time_left)
         images += rung.images
         if context.rung_data is not None:
-            trial.set_user_attr(RUNG_ATTR, f"{rung.rows} rows x {rung.epochs} epochs")
             trial.report(result.val_accuracy, rung.step)  # the last rung's too: the report draws every rung
             if index < len(rungs) - 1 and trial.should_prune():
                 raise optuna.TrialPruned(f"val accuracy {result.val_accuracy:.4f} on {rung.rows} rows x {rung.epochs} epochs")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import optuna
 
-from search.config import DEFAULT_EPOCHS, PRUNERS, RUNG_PRUNER
+from search.config import DEFAULT_EPOCHS, PRUNERS, RUNG_PRUNER, SAMPLERS
 from search.errors import UserError
 from search.study.retries import RetriesFirstStudy
 from search.study.rungs import REDUCTION
@@ -16,7 +16,7 @@ from spaces import Space
 
 # Study attrs that must match for a run to continue a study.
 IDENTITY_ATTRS = ("space", "data_hash", "split")
-EPOCHS_STUDY_ATTR = "epochs"  # the study's epoch budget: what each trial trains at most, Hyperband's max resource
+EPOCHS_STUDY_ATTR = "epochs"  # the study's epoch budget: the epochs of a trial's full training
 PRUNER_STUDY_ATTR = "pruner"  # rungs report steps 1, 3, 9; the other pruners report epochs: a study keeps one kind
 LEGACY_PRUNER = "hyperband"  # what a study that predates the attr was pruned with
 SPACE_SOURCE_STUDY_ATTR = "space_source"  # --space as a later run can load it: a built-in name or a file's absolute path
@@ -37,7 +37,7 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def make_sampler(seed: int, kind: str = "tpe", pruner: str = RUNG_PRUNER) -> optuna.samplers.BaseSampler:
+def make_sampler(seed: int, kind: str = SAMPLERS[0], pruner: str = RUNG_PRUNER) -> optuna.samplers.BaseSampler:
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     startup = RUNG_TPE_STARTUP_TRIALS if pruner == RUNG_PRUNER else TPE_STARTUP_TRIALS
@@ -147,7 +147,7 @@ def open_study(
     pruner: str,
     epochs: int,
     space_option: str,
-    sampler: str = "tpe",
+    sampler: str = SAMPLERS[0],
 ) -> optuna.Study:
     """Create the study or load it (checked to be on the same space, data and split); records its identity,
     epoch budget and space. The study hands out retries of trials cut short before other queued trials."""

@@ -11,5 +11,5 @@ PID_ATTR = "pid"
 EPOCHS_ATTR = "epochs"  # the epoch budget the trial trained with
 IMAGES_TRAINED_ATTR = "images_trained"  # training images the trial has gone through, over all its rungs: its cost
 REFERENCE_ATTR = "reference"  # on a trial that trains one of the space's references: its name
-RUNG_ATTR = "rung"  # with --pruner rungs: the last rung the trial trained, as "<rows> rows x <epochs> epochs"
+RUNG_ATTR = "rung"  # with --pruner rungs: the rung the trial trains or last trained, as "<rows> rows x <epochs> epochs"
 FORWARD_FLOPS_ATTR = "forward_flops"  # counted FLOPs of one image's forward pass (search.train.cost): with images/s, the pace
