@@ -183,8 +183,9 @@ def run_study(spec: RunSpec, out: TextIO | None = None) -> RunSummary:
 
         def on_epoch(trial: optuna.Trial, report: EpochReport) -> None:
             attrs = trial.user_attrs
-            family = attrs.get("family", "?") + (f" on {attrs[RUNG_ATTR]}" if RUNG_ATTR in attrs else "")
-            progress.show_running([RunningTrial(trial.number, family, epochs, report.epoch, report.val_accuracy, report.images_per_second)])
+            rows = attrs[RUNG_ATTR].split(" x ")[0] if RUNG_ATTR in attrs else None
+            running = RunningTrial(trial.number, attrs.get("family", "?"), epochs, report.epoch, report.val_accuracy, report.images_per_second, rows)
+            progress.show_running([running])
 
         if finished < spec.trials:
             if resources is not None:

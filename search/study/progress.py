@@ -76,6 +76,7 @@ class RunningTrial:
     epoch: int | None = None  # None: still in its first epoch
     val_accuracy: float | None = None
     images_per_second: float | None = None
+    rows: str | None = None  # with rungs: the rows of the rung it trains, e.g. "4200 rows"
 
     @classmethod
     def from_trial(cls, trial: FrozenTrial, epochs: int) -> RunningTrial:
@@ -95,7 +96,8 @@ class RunningTrial:
         if self.epoch is None:
             return f"{where} in epoch 1/{self.epochs}"
         speed = "" if self.images_per_second is None else f", {self.images_per_second:,.0f} images/s"
-        return f"{where} epoch {self.epoch}/{self.epochs} val {self.val_accuracy:.2%}{speed}"
+        rows = "" if self.rows is None else f" on {self.rows}"
+        return f"{where} epoch {self.epoch}/{self.epochs}{rows} val {self.val_accuracy:.2%}{speed}"
 
 
 class Progress:
