@@ -137,3 +137,11 @@ def test_estimating_leaves_the_model_and_the_rng_as_they_were():
     training_bytes(model, 128)
     assert not model.training and torch.equal(rng, torch.get_rng_state())
     assert all(torch.equal(before[name], t) for name, t in model.state_dict().items())  # batch-norm statistics too
+
+
+def test_estimating_keeps_a_frozen_part_in_eval_mode():
+    model = load_space("cnn").build(load_space("cnn").references()["bn-cnn"][0])
+    frozen = model.features[0]
+    frozen.eval()  # a training model with one block kept in eval, e.g. its batch-norm statistics frozen
+    training_bytes(model, 128)
+    assert model.training and not frozen.training and all(not m.training for m in frozen.modules())

@@ -72,13 +72,14 @@ def _saved_bytes(model: nn.Module, batch: int) -> int:
 
     buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
     device = next(model.parameters()).device
-    was_training = model.training
+    modes = [(module, module.training) for module in model.modules()]  # each its own: a frozen part may be in eval
     model.train()
     try:
         with torch.random.fork_rng(devices=[]), saved_tensors_hooks(count, lambda tensor: tensor):
             functional_call(model, buffers, (torch.zeros(batch, *IMAGE_SHAPE, device=device),))  # (B, 1, 28, 28)
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
     return saved
 
 
