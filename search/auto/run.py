@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-
 from search.auto.budget import Clock
 from search.auto.plan import FamilyCost, Plan, choose_refit, plan_budget
 from search.auto.refit import Refitted, all_labelled, refit

@@ -23,9 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.autograd.graph import saved_tensors_hooks
-from torch.func import functional_call
 
-from search.config import IMAGE_SHAPE
+from search.train.blank_pass import blank_training_pass
 
 MEMORY_FRACTION = 0.8  # the rest is headroom for the process itself, allocator caches and the system
 PARAMETER_COPIES = 4  # weights, gradients, and AdamW's two moments (SGD keeps one)
@@ -70,16 +69,7 @@ def _saved_bytes(model: nn.Module, batch: int) -> int:
         saved += tensor.numel() * tensor.element_size()
         return tensor
 
-    buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
-    device = next(model.parameters()).device
-    modes = [(module, module.training) for module in model.modules()]  # each its own: a frozen part may be in eval
-    model.train()
-    try:
-        with torch.random.fork_rng(devices=[]), saved_tensors_hooks(count, lambda tensor: tensor):
-            functional_call(model, buffers, (torch.zeros(batch, *IMAGE_SHAPE, device=device),))  # (B, 1, 28, 28)
-    finally:
-        for module, training in modes:
-            module.training = training
+    blank_training_pass(model, batch, saved_tensors_hooks(count, lambda tensor: tensor))
     return saved
 
 

@@ -24,10 +24,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from search.config import IMAGE_SHAPE
+from search.train.blank_pass import blank_training_pass
 
 TRAINING_FLOPS_PER_FORWARD = 3  # forward + backward (gradients of inputs and of weights) ≈ 3 forwards
 # Forward FLOPs each training image is charged besides its model's; fitted to lenet and bn-cnn on an
@@ -53,19 +52,9 @@ def forward_flops(model: nn.Module) -> int | None:
     buffers are swapped for copies, every submodule's train/eval mode and the global CPU RNG are restored). None
     when the pass fails: a user's family may not run on blank images.
     """
+    counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS)
     try:
-        parameter = next(model.parameters(), None)
-        device = parameter.device if parameter is not None else torch.device("cpu")
-        buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
-        images = torch.zeros(COUNTED_BATCH, *IMAGE_SHAPE, device=device)  # (2, 1, 28, 28)
-        modes = [(module, module.training) for module in model.modules()]  # each its own: a frozen part may be in eval
-        model.train()
-        try:
-            with torch.random.fork_rng(devices=[]), torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS) as counter:
-                functional_call(model, buffers, (images,))
-        finally:
-            for module, training in modes:
-                module.training = training
+        blank_training_pass(model, COUNTED_BATCH, counter, grad=False)
     except Exception:  # a user's family that can't run on blank images gets no prediction
         return None
     return counter.get_total_flops() // COUNTED_BATCH
