@@ -105,17 +105,18 @@ def make_objective(context: TrialContext):
     return objective
 
 
-def check_can_finish(trial: optuna.Trial, family: str, device: str, flops: int, rung: Rung, seconds: float) -> None:
-    """Prune, before it starts, a rung that its family's measured pace on this device says cannot end in `seconds`."""
-    runs = [
+def family_pace(trial: optuna.Trial, family: str, device: str) -> Throughput | None:
+    """The pace of `family` on this device, from its finished trials' FLOPs and images/s (None: none yet)."""
+    return Throughput.from_runs(
         (t.user_attrs[FORWARD_FLOPS_ATTR], t.user_attrs["images_per_second"])
         for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         if t.user_attrs.get("family") == family and t.user_attrs.get("device") == device
         and FORWARD_FLOPS_ATTR in t.user_attrs and "images_per_second" in t.user_attrs
-    ]
-    pace = Throughput.from_runs(runs)
-    if pace is None:
-        return
+    )
+
+
+def check_can_finish(trial: optuna.Trial, pace: Throughput, flops: int, rung: Rung, seconds: float) -> None:
+    """Prune, before it starts, a rung that `pace` says cannot end in `seconds`."""
     predicted = pace.seconds(flops, rung.images)
     if predicted > seconds:
         reason = f"predicted {predicted:.0f}s for {rung.rows} rows x {rung.epochs} epochs, over the {seconds:.0f}s left of its time"
@@ -151,6 +152,8 @@ def _train_trial(trial: optuna.Trial, context: TrialContext) -> float:
     if needed is not None:
         trial.set_user_attr("memory_mb", round(needed / 1e6, 1))
 
+    # read once a trial: the study's other trials barely move the family's median pace meanwhile
+    pace = family_pace(trial, candidate.family, str(device)) if context.trial_timeout is not None and flops is not None else None
     started = time.perf_counter()
     rungs = context.rungs(reference is not None)
     images = 0
@@ -158,8 +161,8 @@ def _train_trial(trial: optuna.Trial, context: TrialContext) -> float:
         if index:
             model = build_model(context.space, candidate, seed)  # every rung trains from the same fresh start
         time_left = None if context.trial_timeout is None else max(0.0, context.trial_timeout - (time.perf_counter() - started))
-        if time_left is not None and flops is not None:
-            check_can_finish(trial, candidate.family, str(device), flops, rung, time_left)
+        if pace is not None:
+            check_can_finish(trial, pace, flops, rung, time_left)
         if context.rung_data is not None:
             trial.set_user_attr(RUNG_ATTR, f"{rung.rows} rows x {rung.epochs} epochs")
         result = _train_rung(trial, context, model.to(device), candidate.train, rung, seed, images, started, time_left)
