@@ -50,9 +50,15 @@ def test_the_plan_reserves_the_final_phase_and_sizes_search_epochs_so_the_refere
     assert plan.rounds == 2
     # each family's references fit in its part of the reference phase, and nearly fill it
     for cost in costs:
-        references = cost.references * plan.epochs[cost.family] * cost.epoch_seconds(37_800)
+        references = cost.references * cost.trial_seconds(plan.epochs[cost.family], 37_800)
         share = REFERENCE_SHARE * plan.search_seconds / len(costs)
         assert share / 2 < references <= share
+
+
+def test_a_trial_that_climbs_every_rung_costs_its_rungs_images():
+    cost = FamilyCost("cnn", 1000.0)
+    assert cost.trial_seconds(2, 37_800) == pytest.approx(2 * 37.8 * (4_200 + 12_600 + 37_800) / 37_800)
+    assert cost.trial_seconds(1, 900) == pytest.approx(0.9)  # too few rows for a cheaper rung
 
 
 def test_no_final_training_when_the_budget_cannot_hold_its_minimum():

@@ -121,20 +121,36 @@ def training_params(**fields) -> dict:
     return training.params_of(TrainConfig(batch_size=64, **fields))
 
 
-def test_a_sampled_trial_climbs_the_rungs_and_a_reference_trains_only_the_last(toy_space, tmp_path, monkeypatch):
+def test_a_reference_climbs_every_rung_and_sets_the_bar_the_first_sampled_config_must_clear(toy_space, tmp_path, monkeypatch):
     study, objective = rung_study(toy_space, tmp_path, monkeypatch)
-    reference_params = toy_space.references()["toy-ref"][1]
-    study.enqueue_trial(reference_params)
-    study.enqueue_trial({"toy.width": 8, **training_params()})
+    study.enqueue_trial(toy_space.references()["toy-ref"][1])
+    study.enqueue_trial({"toy.width": 16, **training_params(lr=1e-9)})  # learns nothing: stays at chance
     study.optimize(objective, n_trials=2)
     reference, sampled = study.trials
     assert reference.state == TrialState.COMPLETE and reference.user_attrs[REFERENCE_ATTR] == "toy-ref"
-    assert list(reference.intermediate_values) == [9] and reference.user_attrs[IMAGES_TRAINED_ATTR] == 300 * 2
-    # the first sampled trial is the best at each rung so far, so it is promoted to the full training
-    assert sampled.state == TrialState.COMPLETE and REFERENCE_ATTR not in sampled.user_attrs
-    assert sorted(sampled.intermediate_values) == [1, 3, 9] and sampled.intermediate_values[9] == sampled.value
-    assert sampled.user_attrs[IMAGES_TRAINED_ATTR] == (33 + 100 + 300) * 2
-    assert sampled.user_attrs[RUNG_ATTR] == "300 rows x 2 epochs"
+    assert sorted(reference.intermediate_values) == [1, 3, 9] and reference.intermediate_values[9] == reference.value
+    assert reference.user_attrs[IMAGES_TRAINED_ATTR] == (33 + 100 + 300) * 2
+    assert reference.user_attrs[RUNG_ATTR] == "300 rows x 2 epochs"
+    assert reference.system_attrs["completed_rung_0"] == reference.intermediate_values[1]  # what the pruner compares
+    # the first sampled config is no longer promoted unopposed: it loses to the reference on the cheapest rung
+    assert sampled.state == TrialState.PRUNED and list(sampled.intermediate_values) == [1]
+    assert REFERENCE_ATTR not in sampled.user_attrs
+
+
+def test_a_reference_is_never_pruned_even_below_the_bar(toy_space, tmp_path, monkeypatch):
+    study, objective = rung_study(toy_space, tmp_path, monkeypatch)
+    reference_params = toy_space.references()["toy-ref"][1]
+    # rivals no config can beat: perfect at every rung
+    for _ in range(3):
+        study.add_trial(optuna.trial.create_trial(
+            params={}, distributions={}, value=1.0, intermediate_values={1: 1.0, 3: 1.0, 9: 1.0},
+            system_attrs={"completed_rung_0": 1.0, "completed_rung_1": 1.0},
+        ))
+    study.enqueue_trial(reference_params)
+    study.optimize(objective, n_trials=1)
+    reference = study.trials[-1]
+    assert reference.state == TrialState.COMPLETE and sorted(reference.intermediate_values) == [1, 3, 9]
+    assert reference.value < 1.0
 
 
 def test_a_config_worse_than_the_rung_before_it_is_screened_out_after_the_cheapest_rung(toy_space, tmp_path, monkeypatch):
@@ -183,3 +199,13 @@ def test_a_new_study_prunes_on_rungs_and_an_old_one_keeps_its_pruner():
     assert RunSpec(space="cnn").pruner is None
     with pytest.raises(UserError, match="sampler must be one of tpe, random"):
         RunSpec(space="cnn", sampler="grid")
+
+
+def test_the_run_header_names_the_rungs_and_who_is_screened():
+    from search.dispatch.run import describe_pruning
+
+    assert describe_pruning("rungs", 4, 37_800) == (
+        "every config trains on 4,200, then 12,600, then all 37,800 rows, 4 epochs each; a sampled one goes on while in the best third"
+    )
+    assert describe_pruning("rungs", 3, 900) == "3 epochs a trial; too few rows to screen on rungs of at least 1,000"
+    assert describe_pruning("hyperband", 6, 37_800) == "up to 6 epochs a trial, pruned by hyperband"

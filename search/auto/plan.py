@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from search.study.rungs import climb
+
 # Share of the budget kept for the final training on all labelled digits, when it fits at all: one
 # bn-cnn trained 12 epochs on all of Kaggle's digits scored 99.58% on the hidden labels, above a
 # whole CPU hour of 6-epoch proxies (issue 13), so the final training gets a large share.
@@ -41,6 +43,10 @@ class FamilyCost:
 
     def epoch_seconds(self, images: int) -> float:
         return images / self.images_per_second
+
+    def trial_seconds(self, epochs: int, images: int) -> float:
+        """A trial that climbs every rung (as the references do) on `images` training digits."""
+        return epochs * self.epoch_seconds(images) * climb(images)
 
 
 @dataclass(frozen=True)
@@ -71,10 +77,10 @@ def plan_budget(left: float, costs: list[FamilyCost], train_images: int, all_ima
             )
     search = max(0.0, left - final - refit_seconds)
     # each family's references share REFERENCE_SHARE of the search: that sets the epochs of its study,
-    # so that its references fit; sampled trials then train as long
+    # so that its references fit, climbing every rung; sampled trials then train as long
     per_family = REFERENCE_SHARE * search / max(1, len(costs))
     epochs = {
-        cost.family: max(1, min(MAX_SEARCH_EPOCHS, math.floor(per_family / (cost.references * cost.epoch_seconds(train_images)))))
+        cost.family: max(1, min(MAX_SEARCH_EPOCHS, math.floor(per_family / (cost.references * cost.trial_seconds(1, train_images)))))
         for cost in costs
     }
     return Plan(search, refit_seconds, final, epochs, rounds_for(len(costs)), note)

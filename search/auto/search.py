@@ -28,7 +28,7 @@ class FamilyState:
     family: str
     study: str
     epochs: int
-    trial_seconds: float  # predicted for a reference-sized trial of `epochs` epochs
+    trial_seconds: float  # predicted for a reference-sized trial of `epochs` epochs that climbs every rung
     best: float | None = None
     ensemble_share: float = 0.0
     seconds: float = 0.0

@@ -204,7 +204,10 @@ def describe_pruning(pruner: str, epochs: int, rows: int) -> str:
     if len(rungs) == 1:
         return f"{plural(epochs, 'epoch')} a trial; too few rows to screen on rungs of at least {MIN_RUNG_ROWS:,}"
     cheap = ", then ".join(f"{r.rows:,}" for r in rungs[:-1])
-    return f"sampled configs train on {cheap}, then all {rungs[-1].rows:,} rows while in the best third, {plural(epochs, 'epoch')} each"
+    return (
+        f"every config trains on {cheap}, then all {rungs[-1].rows:,} rows, {plural(epochs, 'epoch')} each; "
+        "a sampled one goes on while in the best third"
+    )
 
 
 def describe_count(finished: int, target: int) -> str:

@@ -69,14 +69,10 @@ class TrialContext:
             rung_data=RungData(data) if job.pruner == RUNG_PRUNER else None,
         )
 
-    def rungs(self, reference: bool) -> tuple[Rung, ...]:
-        """What a trial trains: the whole budget at once when pruning is on epochs; with rungs, its ladder,
-        or only the last rung for a reference (a known-good config is not screened)."""
+    def rungs(self) -> tuple[Rung, ...]:
+        """What a trial trains: the whole budget at once when pruning is on epochs, else its ladder of rungs."""
         full = Rung(1, len(self.data.train_labels), self.epochs)
-        if self.rung_data is None:
-            return (full,)
-        steps = ladder(self.epochs, full.rows)
-        return steps[-1:] if reference else steps
+        return (full,) if self.rung_data is None else ladder(self.epochs, full.rows)
 
 
 def make_objective(context: TrialContext):
@@ -155,7 +151,7 @@ def _train_trial(trial: optuna.Trial, context: TrialContext) -> float:
     # read once a trial: the study's other trials barely move the family's median pace meanwhile
     pace = family_pace(trial, candidate.family, str(device)) if context.trial_timeout is not None and flops is not None else None
     started = time.perf_counter()
-    rungs = context.rungs(reference is not None)
+    rungs = context.rungs()
     images = 0
     for index, rung in enumerate(rungs):
         if index:
@@ -169,7 +165,9 @@ def _train_trial(trial: optuna.Trial, context: TrialContext) -> float:
         images += rung.images
         if context.rung_data is not None:
             trial.report(result.val_accuracy, rung.step)  # the last rung's too: the report draws every rung
-            if index < len(rungs) - 1 and trial.should_prune():
+            # a reference climbs every rung too, never pruned: asking the pruner records its accuracy at the
+            # rung, the bar a sampled config must clear (else the first sampled config is promoted unopposed)
+            if index < len(rungs) - 1 and trial.should_prune() and reference is None:
                 raise optuna.TrialPruned(f"val accuracy {result.val_accuracy:.4f} on {rung.rows} rows x {rung.epochs} epochs")
     metadata = {"family": candidate.family, "params": trial.params, "seed": seed, "data_hash": context.data_hash}
     store_trial_artifacts(trial, context.artifact_store, result.model, metadata, result.val_probs, result.test_probs)
