@@ -1,9 +1,10 @@
-"""Three searchers, one wall budget, the same data and seeds, side by side in one run:
+"""Searchers side by side in one run: one wall budget, the same data and seeds.
 
 - random: random sampling, no pruning, no references (the loop users would write themselves);
 - hyperband: the old default, TPE (10 random start-up trials) + Hyperband on epochs, references first;
 - rungs: the new default, TPE + successive halving over complete trainings on 1/9, 1/3 and all of
-  the images (search.study.rungs), references first.
+  the images (search.study.rungs), references first;
+- rungs-random: the same rungs and references with random sampling, to see what TPE adds.
 
 For each searcher and seed it prints the best validation accuracy reached by each time (only
 trials that ended within the budget count), the best sampled (non-reference) trial, when each
@@ -41,6 +42,7 @@ SEARCHERS = {
     "random": {"sampler": "random", "pruner": "none", "reference": False},
     "hyperband": {"sampler": "tpe", "pruner": "hyperband", "reference": True},
     "rungs": {"sampler": "tpe", "pruner": "rungs", "reference": True},
+    "rungs-random": {"sampler": "random", "pruner": "rungs", "reference": True},
 }
 ENDLESS = 1_000_000
 
@@ -125,7 +127,7 @@ def mean(values: list[float | None]) -> float | None:
 
 def report(outcomes: list[Outcome], budget: float) -> str:
     lines = [
-        f"{'searcher':<10} {'seed':>4} {'trials':>6} {'done':>5} {'best':>7} {'sampled':>8} {'ref':>7} "
+        f"{'searcher':<12} {'seed':>4} {'trials':>6} {'done':>5} {'best':>7} {'sampled':>8} {'ref':>7} "
         f"{'t(ref)':>7} {'t(rand)':>8} {'img->best':>9} {'img all':>8}"
     ]
     random_best = {o.seed: o.best for o in outcomes if o.searcher == "random"}
@@ -133,7 +135,7 @@ def report(outcomes: list[Outcome], budget: float) -> str:
     reference_best = {o.seed: max((x.best_reference or 0.0) for x in outcomes if x.seed == o.seed) or None for o in outcomes}
     for o in outcomes:
         lines.append(
-            f"{o.searcher:<10} {o.seed:>4} {o.trials:>6} {o.complete:>5} {fmt(o.best):>7} {fmt(o.best_sampled):>8} {fmt(o.best_reference):>7} "
+            f"{o.searcher:<12} {o.seed:>4} {o.trials:>6} {o.complete:>5} {fmt(o.best):>7} {fmt(o.best_sampled):>8} {fmt(o.best_reference):>7} "
             f"{fmt(o.time_to(reference_best[o.seed]), 's'):>7} {fmt(o.time_to(random_best.get(o.seed)), 's'):>8} "
             f"{fmt(o.images_to_best, 'img'):>9} {fmt(o.images_total, 'img'):>8}"
         )
@@ -145,7 +147,7 @@ def report(outcomes: list[Outcome], budget: float) -> str:
         to_random = [o.time_to(random_best.get(o.seed)) for o in mine]
         images = [None if o.images_to_best is None or not random_images.get(o.seed) else o.images_to_best / random_images[o.seed] for o in mine]
         lines.append(
-            f"{searcher:<10} mean best {fmt(mean([o.best for o in mine]))}, best sampled {fmt(mean([o.best_sampled for o in mine]))}; "
+            f"{searcher:<12} mean best {fmt(mean([o.best for o in mine]))}, best sampled {fmt(mean([o.best_sampled for o in mine]))}; "
             f"reaches random's final best in {fmt(mean(to_random), 's')} of {budget:.0f}s "
             f"({'-' if mean(to_random) is None else f'{mean(to_random) / budget:.2f}'} of the budget); "
             f"images until its best / random's images: {'-' if mean(images) is None else f'{mean(images):.2f}'}"
