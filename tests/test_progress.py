@@ -10,6 +10,7 @@ from optuna.trial import TrialState, create_trial
 from search.config import RunSpec
 from search.dispatch.run import run_study
 from search.study.progress import CLEAR_TO_END, Progress, RunningTrial
+from search.study.trial_attrs import RUNG_ATTR
 
 
 def study_with(values: list[float]) -> optuna.Study:
@@ -81,6 +82,18 @@ def test_a_running_trial_is_read_from_what_the_study_records():
     fresh = create_trial(state=TrialState.RUNNING)
     fresh.number = 8
     assert RunningTrial.from_trial(fresh, 9).describe() == "trial 8 ? in epoch 1/9"
+
+
+def test_a_running_trial_of_a_rung_study_is_read_by_its_rung_not_as_epochs():
+    trial = create_trial(
+        state=TrialState.RUNNING, intermediate_values={1: 0.925},
+        user_attrs={"family": "cnn", "images_per_second": 812.4, RUNG_ATTR: "12600 rows x 4 epochs"},
+    )
+    trial.number = 7
+    assert RunningTrial.from_trial(trial, 4, by_rungs=True).describe() == "trial 7 cnn on 12600 rows x 4 epochs, 812 images/s (rung before: val 92.50%)"
+    fresh = create_trial(state=TrialState.RUNNING, user_attrs={"family": "cnn", RUNG_ATTR: "4200 rows x 4 epochs"})
+    fresh.number = 8
+    assert RunningTrial.from_trial(fresh, 4, by_rungs=True).describe() == "trial 8 cnn on 4200 rows x 4 epochs"
 
 
 def test_a_run_on_a_terminal_shows_each_epoch_of_the_running_trial(tmp_path):

@@ -22,7 +22,7 @@ import ray
 import torch
 from optuna.trial import FrozenTrial
 
-from search.config import RunSpec, TrialJob
+from search.config import RUNG_PRUNER, RunSpec, TrialJob
 from search.dispatch.ray_worker import run_trial
 from search.errors import UserError
 from search.study.progress import Progress, RunningTrial
@@ -205,7 +205,7 @@ class ParallelRun:
             return
         self.shown = time.monotonic()
         trials = [retry_on_database_errors(lambda: self.storage.get_trial(trial_id)) for trial_id in sorted(self.in_flight.values())]
-        self.progress.show_running([RunningTrial.from_trial(trial, self.job.epochs) for trial in trials])
+        self.progress.show_running([RunningTrial.from_trial(trial, self.job.epochs, self.job.pruner == RUNG_PRUNER) for trial in trials])
 
     def collect(self, ref: ray.ObjectRef) -> bool:
         trial_id = self.in_flight.pop(ref)

@@ -78,24 +78,28 @@ class RunningTrial:
     images_per_second: float | None = None
     rows: str | None = None  # with rungs: the rows of the rung it trains, e.g. "4200 rows"
 
+    rung: str | None = None  # read by a Ray driver from a rung study: the rung it trains, e.g. "4200 rows x 4 epochs"
+
     @classmethod
-    def from_trial(cls, trial: FrozenTrial, epochs: int) -> RunningTrial:
-        """As the study records it (the objective reports every epoch): what a Ray driver can see of its workers."""
+    def from_trial(cls, trial: FrozenTrial, epochs: int, by_rungs: bool = False) -> RunningTrial:
+        """As the study records it: what a Ray driver can see of its workers. The objective reports every
+        epoch under an epoch pruner, but only every finished rung (steps 1, 3, 9) under rungs."""
         step = trial.last_step
-        return cls(
-            trial.number,
-            trial.user_attrs.get("family", "?"),
-            epochs,
-            step,
-            None if step is None else trial.intermediate_values[step],
-            trial.user_attrs.get("images_per_second"),
-        )
+        last = None if step is None else trial.intermediate_values[step]
+        speed = trial.user_attrs.get("images_per_second")
+        family = trial.user_attrs.get("family", "?")
+        if by_rungs:
+            return cls(trial.number, family, epochs, None, last, speed, rung=trial.user_attrs.get(RUNG_ATTR))
+        return cls(trial.number, family, epochs, step, last, speed)
 
     def describe(self) -> str:
         where = f"trial {self.number} {self.family}"
+        speed = "" if self.images_per_second is None else f", {self.images_per_second:,.0f} images/s"
+        if self.rung is not None:
+            before = "" if self.val_accuracy is None else f" (rung before: val {self.val_accuracy:.2%})"
+            return f"{where} on {self.rung}{speed}{before}"
         if self.epoch is None:
             return f"{where} in epoch 1/{self.epochs}"
-        speed = "" if self.images_per_second is None else f", {self.images_per_second:,.0f} images/s"
         rows = "" if self.rows is None else f" on {self.rows}"
         return f"{where} epoch {self.epoch}/{self.epochs}{rows} val {self.val_accuracy:.2%}{speed}"
 
