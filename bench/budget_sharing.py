@@ -13,8 +13,8 @@ replay the same trials, so they are compared on the same luck.
   raised the ensemble's accuracy most (one not yet given a slice first);
 - best-only: all the time after the references to the family with the best trial after them.
 
-Each strategy's outcome is the greedy ensemble of the top ENSEMBLE_TOP completed trials per family,
-with its weights chosen on one half of the validation digits and scored on the other half (and
+Each strategy's outcome is `auto`'s ensemble of the top ENSEMBLE_TOP completed trials per family
+(each member's temperature fitted, then greedy selection), with its weights chosen on one half of the validation digits and scored on the other half (and
 the other way round, averaged), so that it is not judged on the noise it was fitted to.
 
     .venv/bin/python bench/budget_sharing.py --data ../shared/data/digit-recognizer \\
@@ -41,7 +41,7 @@ from optuna.trial import TrialState  # noqa: E402
 from search.auto.plan import REFERENCE_SHARE, rounds_for, survivors  # noqa: E402
 from search.auto.run import ENSEMBLE_TOP  # noqa: E402
 from search.ensemble.candidates import load_matching_data, read_stored_probabilities  # noqa: E402
-from search.ensemble.selection import accuracy, blend, greedy  # noqa: E402
+from search.ensemble.selection import Selection, accuracy, apply_temperatures, blend, calibrate, greedy  # noqa: E402
 from search.study.artifacts import ARTIFACT_ATTR, open_artifact_store  # noqa: E402
 
 BANDIT_SLICES_PER_FAMILY = 3
@@ -56,6 +56,13 @@ class Finished:
     seconds: float  # since the family's first trial started
     value: float
     val_probs: np.ndarray  # (V, 10)
+
+
+def fit(probs: np.ndarray, labels: np.ndarray) -> tuple[Selection, np.ndarray]:
+    """`auto`'s ensemble of (M, V, 10) validation probabilities: the greedy selection over the members at
+    their fitted temperatures, and the (M,) temperatures."""
+    temperatures = calibrate(probs, labels)
+    return greedy(apply_temperatures(probs, temperatures), labels), temperatures
 
 
 class Replay:
@@ -80,7 +87,7 @@ class Replay:
         trials = self.held(seconds)
         if not trials:
             return 0.0, {}
-        selection = greedy(np.stack([t.val_probs for t in trials]), self.labels)
+        selection = fit(np.stack([t.val_probs for t in trials]), self.labels)[0]
         shares: dict[str, float] = {}
         for trial, weight in zip(trials, selection.weights, strict=True):
             shares[trial.family] = shares.get(trial.family, 0.0) + float(weight)
@@ -93,9 +100,9 @@ class Replay:
             return 0.0
         probs = np.stack([t.val_probs for t in trials])  # (M, V, 10)
         scores = []
-        for fit, judge in (self.halves, self.halves[::-1]):
-            weights = greedy(probs[:, fit], self.labels[fit]).weights
-            scores.append(accuracy(blend(probs[:, judge], weights), self.labels[judge]))
+        for fitted, judged in (self.halves, self.halves[::-1]):
+            selection, temperatures = fit(probs[:, fitted], self.labels[fitted])
+            scores.append(accuracy(blend(apply_temperatures(probs[:, judged], temperatures), selection.weights), self.labels[judged]))
         return float(np.mean(scores))
 
     def best(self, family: str, seconds: float) -> float:
