@@ -77,7 +77,6 @@ class RunningTrial:
     val_accuracy: float | None = None
     images_per_second: float | None = None
     rows: str | None = None  # with rungs: the rows of the rung it trains, e.g. "4200 rows"
-
     rung: str | None = None  # read by a Ray driver from a rung study: the rung it trains, e.g. "4200 rows x 4 epochs"
 
     @classmethod
