@@ -145,7 +145,8 @@ def test_a_killed_worker_fails_its_trial_which_is_retried(local_ray, tmp_path):
 
 
 def test_ctrl_c_in_process_fails_the_trial_quietly_and_the_next_run_trains_its_params(tmp_path, capfd):
-    run = spec(f"sqlite:///{tmp_path}/s.db", tmp_path, space=SLOW_SPACE, trials=2, epochs=6, workers=1, gpus_per_trial=None)
+    # no pruning: the retry must complete, and Hyperband could prune it against the cut trial's first epoch
+    run = spec(f"sqlite:///{tmp_path}/s.db", tmp_path, space=SLOW_SPACE, trials=2, epochs=6, workers=1, gpus_per_trial=None, pruner="none")
     open_storage(run.storage)
     # SIGINT as Ctrl-C sends it, to this (the main) thread, once a trial is mid-training
     watcher = threading.Thread(target=lambda: (wait_for(lambda: running_trial(run), timeout=400), os.kill(os.getpid(), signal.SIGINT)))
