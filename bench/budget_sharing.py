@@ -38,7 +38,7 @@ import optuna  # noqa: E402
 import torch  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from search.auto.plan import REFERENCE_SHARE, rounds_for, survivors  # noqa: E402
+from search.auto.plan import reference_seconds, round_share, rounds_for, survivors  # noqa: E402
 from search.auto.run import ENSEMBLE_TOP  # noqa: E402
 from search.ensemble.candidates import load_matching_data, read_stored_probabilities  # noqa: E402
 from search.ensemble.selection import Selection, accuracy, apply_temperatures, blend, calibrate, greedy  # noqa: E402
@@ -109,6 +109,11 @@ class Replay:
         return max((t.value for t in self.timelines[family] if t.seconds <= seconds), default=0.0)
 
 
+def references_first(families: list[str], budget: float) -> dict[str, float]:
+    """Every strategy but `equal` starts as `auto` does: each family gets its part of the reference phase."""
+    return {family: reference_seconds(budget, len(families)) for family in families}
+
+
 def equal(replay: Replay, budget: float) -> dict[str, float]:
     return {family: budget / len(replay.timelines) for family in replay.timelines}
 
@@ -116,12 +121,12 @@ def equal(replay: Replay, budget: float) -> dict[str, float]:
 def halving(replay: Replay, budget: float) -> dict[str, float]:
     """search.auto.search.search's schedule: references first, then rounds that keep the better half."""
     families = list(replay.timelines)
-    given = {family: REFERENCE_SHARE * budget / len(families) for family in families}
+    given = references_first(families, budget)
     left = budget - sum(given.values())
     rounds = rounds_for(len(families))
     alive = families
     for round_number in range(1, rounds + 1):
-        share = left / (rounds - round_number + 1) / len(alive)
+        share = round_share(left, rounds, round_number, len(alive))
         for family in alive:
             given[family] += share
         left -= share * len(alive)
@@ -133,7 +138,7 @@ def halving(replay: Replay, budget: float) -> dict[str, float]:
 def bandit(replay: Replay, budget: float) -> dict[str, float]:
     """References first; then each slice to the family whose last slice gained the ensemble most."""
     families = list(replay.timelines)
-    given = {family: REFERENCE_SHARE * budget / len(families) for family in families}
+    given = references_first(families, budget)
     rest = budget - sum(given.values())
     slices = BANDIT_SLICES_PER_FAMILY * len(families)
     gains: dict[str, float] = {}
@@ -149,7 +154,7 @@ def bandit(replay: Replay, budget: float) -> dict[str, float]:
 
 def best_only(replay: Replay, budget: float) -> dict[str, float]:
     families = list(replay.timelines)
-    given = {family: REFERENCE_SHARE * budget / len(families) for family in families}
+    given = references_first(families, budget)
     leader = max(families, key=lambda f: replay.best(f, given[f]))
     given[leader] += budget - sum(given.values())
     return given

@@ -78,12 +78,22 @@ def plan_budget(left: float, costs: list[FamilyCost], train_images: int, all_ima
     search = max(0.0, left - final - refit_seconds)
     # each family's references share REFERENCE_SHARE of the search: that sets the epochs of its study,
     # so that its references fit, climbing every rung; sampled trials then train as long
-    per_family = REFERENCE_SHARE * search / max(1, len(costs))
+    per_family = reference_seconds(search, len(costs))
     epochs = {
         cost.family: max(1, min(MAX_SEARCH_EPOCHS, math.floor(per_family / (cost.references * cost.trial_seconds(1, train_images)))))
         for cost in costs
     }
     return Plan(search, refit_seconds, final, epochs, rounds_for(len(costs)), note)
+
+
+def reference_seconds(search_seconds: float, families: int) -> float:
+    """Each family's part of the reference phase: REFERENCE_SHARE of the search, shared equally."""
+    return REFERENCE_SHARE * search_seconds / max(1, families)
+
+
+def round_share(left: float, rounds: int, round_number: int, families: int) -> float:
+    """Each family's slice in round `round_number` (from 1): the rounds still to come share `left` equally."""
+    return left / (rounds - round_number + 1) / families
 
 
 def rounds_for(families: int) -> int:

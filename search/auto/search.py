@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from search.auto.budget import Clock
-from search.auto.plan import REFERENCE_SHARE, FamilyCost, Plan, survivors
+from search.auto.plan import FamilyCost, Plan, reference_seconds, round_share, survivors
 from search.config import AutoSpec, RunSpec
 from search.dispatch.run import run_study
 from search.study.setup import EPOCHS_STUDY_ATTR
@@ -119,7 +119,7 @@ def search(
     """References first, then rounds of successive halving until the search time is spent."""
     search_ends = clock.used + plan.search_seconds
     out.write(f"references of {', '.join(s.family for s in states)} ({clock.status()})\n")
-    reference_share = REFERENCE_SHARE * plan.search_seconds / max(1, len(states))
+    reference_share = reference_seconds(plan.search_seconds, len(states))
     for state in states:
         run_slice(spec, state, reference_share, state.trial_seconds, clock, out, references_only=True)
     alive = list(states)
@@ -127,7 +127,7 @@ def search(
         left = search_ends - clock.used
         if left <= 1 or not alive:
             break
-        share = left / (plan.rounds - round_number + 1) / len(alive)
+        share = round_share(left, plan.rounds, round_number, len(alive))
         # a family that cannot finish one trial in its slice would only burn it
         too_slow = [s.family for s in alive if s.trial_seconds > share]
         if too_slow:
@@ -135,7 +135,7 @@ def search(
             alive = [s for s in alive if s.trial_seconds <= share]
             if not alive:
                 break
-            share = left / (plan.rounds - round_number + 1) / len(alive)
+            share = round_share(left, plan.rounds, round_number, len(alive))
         out.write(f"search round {round_number}: {', '.join(s.family for s in alive)}, {share:.0f}s each ({clock.status()})\n")
         for state in alive:
             state.rounds.append(round_number)
