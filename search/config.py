@@ -100,6 +100,7 @@ class RunSpec:
     seed: int = 0
     timeout: float | None = None
     trial_timeout: float | None = None
+    train_until: float | None = None  # Unix time after which no trial trains: auto's slice end, no flag
     limit: int | None = None
     pruner: str | None = None  # default: the study's pruner, PRUNERS[0] for a new study
     sampler: str = SAMPLERS[0]
@@ -159,6 +160,7 @@ class TrialJob:
     sampler: str = SAMPLERS[0]
     threads: int | None = None
     trial_timeout: float | None = None  # seconds of training after which a trial is pruned
+    train_until: float | None = None  # Unix time after which no trial trains
     trials_sharing_memory: int = 1  # trials that may run at once on one device: each may use its share
 
 

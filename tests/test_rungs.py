@@ -3,6 +3,7 @@ the pruner a study keeps, and the rung a predicted pace rules out before it star
 
 import functools
 import textwrap
+import time
 
 import numpy as np
 import optuna
@@ -104,12 +105,13 @@ def toy_space(tmp_path):
     return load_space(str(path))
 
 
-def rung_study(toy_space, tmp_path, monkeypatch, *, trial_timeout=None):
+def rung_study(toy_space, tmp_path, monkeypatch, *, trial_timeout=None, train_until=None):
     """A study pruned on rungs over 300 toy rows (floor lowered to 10 rows: rungs of 33, 100 and 300)."""
     monkeypatch.setattr(objective_module, "ladder", functools.partial(ladder, min_rows=10))
     context = TrialContext(
         space=toy_space, data=toy_data(), data_hash="h", epochs=2, base_seed=0,
-        artifact_store=FileSystemArtifactStore(str(tmp_path)), rung_data=RungData(toy_data()), trial_timeout=trial_timeout,
+        artifact_store=FileSystemArtifactStore(str(tmp_path)), rung_data=RungData(toy_data()),
+        trial_timeout=trial_timeout, train_until=train_until,
     )
     study = optuna.create_study(direction="maximize", pruner=make_pruner("rungs", 2))
     return study, make_objective(context)
@@ -183,6 +185,30 @@ def test_a_rung_its_familys_measured_pace_cannot_finish_in_time_is_pruned_before
     assert last.state == TrialState.PRUNED and last.intermediate_values == {}
     assert last.user_attrs[PRUNED_REASON_ATTR].startswith("predicted ")
     assert "33 rows x 2 epochs" in last.user_attrs[PRUNED_REASON_ATTR] and IMAGES_TRAINED_ATTR not in last.user_attrs
+
+
+def test_no_trial_trains_past_the_runs_end_and_a_rung_predicted_past_it_never_starts(toy_space, tmp_path, monkeypatch):
+    study, objective = rung_study(toy_space, tmp_path, monkeypatch, train_until=time.time() + 60)
+    study.enqueue_trial({"toy.width": 16, **training_params()})
+    study.optimize(objective, n_trials=1)
+    (first,) = study.trials
+    assert first.state == TrialState.COMPLETE  # a minute is plenty for 433 toy rows x 2 epochs
+    # as if the family trained far slower: the next trial's first rung is predicted past the end
+    for _ in range(2):
+        study.add_trial(optuna.trial.create_trial(
+            params=first.params, distributions=first.distributions, value=0.5, user_attrs={**first.user_attrs, "images_per_second": 0.01},
+        ))
+    study.enqueue_trial({"toy.width": 8, **training_params()})
+    study.optimize(objective, n_trials=1)
+    predicted = study.trials[-1]
+    assert predicted.state == TrialState.PRUNED and predicted.intermediate_values == {}
+    assert predicted.user_attrs[PRUNED_REASON_ATTR].startswith("predicted ")
+    # with the end already past and no pace to predict from, the first training step stops the trial
+    study, objective = rung_study(toy_space, tmp_path, monkeypatch, train_until=time.time() - 1)
+    study.enqueue_trial({"toy.width": 16, **training_params()})
+    study.optimize(objective, n_trials=1)
+    (stopped,) = study.trials
+    assert stopped.state == TrialState.PRUNED and stopped.user_attrs[PRUNED_REASON_ATTR].startswith("over the run's end: stopped before step 1")
 
 
 def test_a_new_study_prunes_on_rungs_and_an_old_one_keeps_its_pruner():

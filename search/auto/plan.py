@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from search.study.rungs import climb
+from search.study.rungs import climb, ladder
 
 # Share of the budget kept for the final training on all labelled digits, when it fits at all: one
 # bn-cnn trained 12 epochs on all of Kaggle's digits scored 99.58% on the hidden labels, above a
@@ -47,6 +47,10 @@ class FamilyCost:
     def trial_seconds(self, epochs: int, images: int) -> float:
         """A trial that climbs every rung (as the references do) on `images` training digits."""
         return epochs * self.epoch_seconds(images) * climb(images)
+
+    def first_rung_seconds(self, epochs: int, images: int) -> float:
+        """The cheapest rung of such a trial: what a sampled config trains before it can be stopped."""
+        return self.epoch_seconds(ladder(epochs, images)[0].images)
 
 
 @dataclass(frozen=True)

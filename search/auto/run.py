@@ -106,7 +106,7 @@ def family_state(spec: AutoSpec, cost: FamilyCost, plan: Plan, train_images: int
     """A family's study in this run: a resumed one keeps the epoch budget it was created with."""
     study = f"{spec.study_prefix}{cost.family}"
     epochs = recorded_epochs(spec.storage, study) or plan.epochs[cost.family]
-    return FamilyState(cost.family, study, epochs, cost.trial_seconds(epochs, train_images))
+    return FamilyState(cost.family, study, epochs, cost.trial_seconds(epochs, train_images), cost.first_rung_seconds(epochs, train_images))
 
 
 def print_plan(plan: Plan, costs: list[FamilyCost], states: list[FamilyState], source: str, train_images: int, clock: Clock, out: TextIO) -> None:

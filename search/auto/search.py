@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -29,6 +30,7 @@ class FamilyState:
     study: str
     epochs: int
     trial_seconds: float  # predicted for a reference-sized trial of `epochs` epochs that climbs every rung
+    first_rung_seconds: float  # predicted for its cheapest rung, where most sampled configs stop
     best: float | None = None
     ensemble_share: float = 0.0
     seconds: float = 0.0
@@ -89,14 +91,16 @@ def recorded_epochs(storage_url: str, study: str) -> int | None:
     return int(epochs) if isinstance(epochs, int) else None
 
 
-def run_slice(spec: AutoSpec, state: FamilyState, seconds: float, trial_seconds: float, clock: Clock, out: TextIO, *, references_only: bool) -> None:
-    """Give one family `seconds`: trials start only while one of `trial_seconds` can still end in time,
-    and none trains past twice its predicted time (a sampled config can be much bigger than the references)."""
-    limit = max(1.0, 2 * trial_seconds)
+def run_slice(spec: AutoSpec, state: FamilyState, seconds: float, clock: Clock, out: TextIO, *, references_only: bool) -> None:
+    """Give one family `seconds`. No trial trains past twice its predicted time (a sampled config can be
+    much bigger than the references). The references all start while one can still end in time; sampled
+    trials start while a first rung can, train no later than the slice's end, and are stopped before a
+    rung that the family's measured pace says cannot end by then."""
+    limit = max(1.0, 2 * state.trial_seconds)
     if references_only:
-        options = {"trials": len(load_space(state.family).references()), "timeout": max(1.0, seconds - trial_seconds), "trial_timeout": limit}
+        options = {"trials": len(load_space(state.family).references()), "timeout": max(1.0, seconds - state.trial_seconds), "trial_timeout": limit}
     else:
-        options = {"trials": ENDLESS, "timeout": max(1.0, seconds - trial_seconds), "trial_timeout": min(limit, max(1.0, seconds))}
+        options = {"trials": ENDLESS, "timeout": max(1.0, seconds - state.first_rung_seconds), "trial_timeout": limit, "train_until": time.time() + seconds}
     started = clock.used
     summary = run_study(study_run(spec, state, **options), io.StringIO())
     state.best = summary.best_value
@@ -121,25 +125,25 @@ def search(
     out.write(f"references of {', '.join(s.family for s in states)} ({clock.status()})\n")
     reference_share = reference_seconds(plan.search_seconds, len(states))
     for state in states:
-        run_slice(spec, state, reference_share, state.trial_seconds, clock, out, references_only=True)
+        run_slice(spec, state, reference_share, clock, out, references_only=True)
     alive = list(states)
     for round_number in range(1, plan.rounds + 1):
         left = search_ends - clock.used
         if left <= 1 or not alive:
             break
         share = round_share(left, plan.rounds, round_number, len(alive))
-        # a family that cannot finish one trial in its slice would only burn it
-        too_slow = [s.family for s in alive if s.trial_seconds > share]
+        # a family that cannot finish even a trial's first rung in its slice would only burn it
+        too_slow = [s.family for s in alive if s.first_rung_seconds > share]
         if too_slow:
-            out.write(f"  leaving: {', '.join(too_slow)} (a trial would outlast the {share:.0f}s slice)\n")
-            alive = [s for s in alive if s.trial_seconds <= share]
+            out.write(f"  leaving: {', '.join(too_slow)} (a trial's first rung would outlast the {share:.0f}s slice)\n")
+            alive = [s for s in alive if s.first_rung_seconds <= share]
             if not alive:
                 break
             share = round_share(left, plan.rounds, round_number, len(alive))
         out.write(f"search round {round_number}: {', '.join(s.family for s in alive)}, {share:.0f}s each ({clock.status()})\n")
         for state in alive:
             state.rounds.append(round_number)
-            run_slice(spec, state, share, state.trial_seconds, clock, out, references_only=False)
+            run_slice(spec, state, share, clock, out, references_only=False)
         shares = ensemble_shares(states)
         for state in states:
             state.ensemble_share = shares.get(state.study, 0.0)

@@ -90,6 +90,7 @@ def trial_job(
         sampler=spec.sampler,
         threads=spec.threads,
         trial_timeout=spec.trial_timeout,
+        train_until=spec.train_until,
         trials_sharing_memory=trials_sharing_memory,
     )
 

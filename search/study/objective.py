@@ -47,6 +47,7 @@ class TrialContext:
     base_seed: int
     artifact_store: ArtifactStore
     trial_timeout: float | None = None  # seconds of training after which a trial is pruned, mid-epoch if need be
+    train_until: float | None = None  # Unix time after which no trial trains (the end of an auto slice)
     trials_sharing_memory: int = 1  # trials that may run at once on this trial's device (see search.study.memory)
     on_epoch: Callable[[optuna.Trial, EpochReport], None] | None = None  # e.g. the live progress line
     rung_data: RungData | None = None  # set when the study prunes on rungs (search.study.rungs), not on epochs
@@ -64,6 +65,7 @@ class TrialContext:
             base_seed=job.base_seed,
             artifact_store=open_artifact_store(job.artifacts),
             trial_timeout=job.trial_timeout,
+            train_until=job.train_until,
             trials_sharing_memory=job.trials_sharing_memory,
             on_epoch=on_epoch,
             rung_data=RungData(data) if job.pruner == RUNG_PRUNER else None,
@@ -73,6 +75,20 @@ class TrialContext:
         """What a trial trains: the whole budget at once when pruning is on epochs, else its ladder of rungs."""
         full = Rung(1, len(self.data.train_labels), self.epochs)
         return (full,) if self.rung_data is None else ladder(self.epochs, full.rows)
+
+    def time_left(self, started: float) -> float | None:
+        """Seconds a trial that began training at perf_counter `started` may still train (None: no limit)."""
+        limits = []
+        if self.trial_timeout is not None:
+            limits.append(self.trial_timeout - (time.perf_counter() - started))
+        if self.train_until is not None:
+            limits.append(self.train_until - time.time())
+        return max(0.0, min(limits)) if limits else None
+
+    def time_limit_text(self) -> str:
+        """What bounds a trial's training, for a pruned trial's reason."""
+        limits = [] if self.trial_timeout is None else [f"--trial-timeout {self.trial_timeout:g}s"]
+        return " and ".join(limits + ([] if self.train_until is None else ["the run's end"]))
 
 
 def make_objective(context: TrialContext):
@@ -88,7 +104,7 @@ def make_objective(context: TrialContext):
         except optuna.TrialPruned:
             raise
         except OutOfTime as err:
-            reason = f"over --trial-timeout {context.trial_timeout:g}s: {err}"
+            reason = f"over {context.time_limit_text()}: {err}"
             trial.set_user_attr(PRUNED_REASON_ATTR, reason)
             raise optuna.TrialPruned(reason) from None
         except KeyboardInterrupt:
@@ -149,14 +165,15 @@ def _train_trial(trial: optuna.Trial, context: TrialContext) -> float:
         trial.set_user_attr("memory_mb", round(needed / 1e6, 1))
 
     # read once a trial: the study's other trials barely move the family's median pace meanwhile
-    pace = family_pace(trial, candidate.family, str(device)) if context.trial_timeout is not None and flops is not None else None
+    limited = context.trial_timeout is not None or context.train_until is not None
+    pace = family_pace(trial, candidate.family, str(device)) if limited and flops is not None else None
     started = time.perf_counter()
     rungs = context.rungs()
     images = 0
     for index, rung in enumerate(rungs):
         if index:
             model = build_model(context.space, candidate, seed)  # every rung trains from the same fresh start
-        time_left = None if context.trial_timeout is None else max(0.0, context.trial_timeout - (time.perf_counter() - started))
+        time_left = context.time_left(started)
         if pace is not None:
             check_can_finish(trial, pace, flops, rung, time_left)
         if context.rung_data is not None:
