@@ -91,16 +91,18 @@ def recorded_epochs(storage_url: str, study: str) -> int | None:
     return int(epochs) if isinstance(epochs, int) else None
 
 
-def run_slice(spec: AutoSpec, state: FamilyState, seconds: float, clock: Clock, out: TextIO, *, references_only: bool) -> None:
+def run_slice(spec: AutoSpec, state: FamilyState, seconds: float, clock: Clock, out: TextIO, *, search_left: float | None = None) -> None:
     """Give one family `seconds`. No trial trains past twice its predicted time (a sampled config can be
-    much bigger than the references). The references all start while one can still end in time; sampled
-    trials start while a first rung can, train no later than the slice's end, and are stopped before a
-    rung that the family's measured pace says cannot end by then."""
+    much bigger than the references). References (`search_left` None) all start while one can still end
+    in the slice. Sampled trials start while a first rung can; one promoted late may finish its climb
+    after the slice (the rounds after it share what is left, so they pay for it) but not after the
+    search's end, `search_left` seconds away, and a rung that the family's measured pace says cannot end
+    by then is stopped before it starts."""
     limit = max(1.0, 2 * state.trial_seconds)
-    if references_only:
+    if search_left is None:
         options = {"trials": len(load_space(state.family).references()), "timeout": max(1.0, seconds - state.trial_seconds), "trial_timeout": limit}
     else:
-        options = {"trials": ENDLESS, "timeout": max(1.0, seconds - state.first_rung_seconds), "trial_timeout": limit, "train_until": time.time() + seconds}
+        options = {"trials": ENDLESS, "timeout": max(1.0, seconds - state.first_rung_seconds), "trial_timeout": limit, "train_until": time.time() + search_left}
     started = clock.used
     summary = run_study(study_run(spec, state, **options), io.StringIO())
     state.best = summary.best_value
@@ -125,7 +127,7 @@ def search(
     out.write(f"references of {', '.join(s.family for s in states)} ({clock.status()})\n")
     reference_share = reference_seconds(plan.search_seconds, len(states))
     for state in states:
-        run_slice(spec, state, reference_share, clock, out, references_only=True)
+        run_slice(spec, state, reference_share, clock, out)
     alive = list(states)
     for round_number in range(1, plan.rounds + 1):
         left = search_ends - clock.used
@@ -143,7 +145,7 @@ def search(
         out.write(f"search round {round_number}: {', '.join(s.family for s in alive)}, {share:.0f}s each ({clock.status()})\n")
         for state in alive:
             state.rounds.append(round_number)
-            run_slice(spec, state, share, clock, out, references_only=False)
+            run_slice(spec, state, share, clock, out, search_left=search_ends - clock.used)
         shares = ensemble_shares(states)
         for state in states:
             state.ensemble_share = shares.get(state.study, 0.0)
