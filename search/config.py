@@ -100,7 +100,7 @@ class RunSpec:
     seed: int = 0
     timeout: float | None = None
     trial_timeout: float | None = None
-    train_until: float | None = None  # Unix time after which no trial trains: auto's slice end, no flag
+    train_until: float | None = None  # Unix time after which no trial trains: the end of auto's search, no flag
     limit: int | None = None
     pruner: str | None = None  # default: the study's pruner, PRUNERS[0] for a new study
     sampler: str = SAMPLERS[0]

@@ -47,7 +47,7 @@ class TrialContext:
     base_seed: int
     artifact_store: ArtifactStore
     trial_timeout: float | None = None  # seconds of training after which a trial is pruned, mid-epoch if need be
-    train_until: float | None = None  # Unix time after which no trial trains (the end of an auto slice)
+    train_until: float | None = None  # Unix time after which no trial trains (the end of auto's search)
     trials_sharing_memory: int = 1  # trials that may run at once on this trial's device (see search.study.memory)
     on_epoch: Callable[[optuna.Trial, EpochReport], None] | None = None  # e.g. the live progress line
     rung_data: RungData | None = None  # set when the study prunes on rungs (search.study.rungs), not on epochs
