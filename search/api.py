@@ -73,12 +73,28 @@ def run_study(space: str | None = None, *, log: TextIO | None = None, **options)
 
 
 def train_one(space: str, *, log: TextIO | None = None, **options) -> dict:
-    """Train one config of `space`: `reference="bn-cnn"` or a stored `trial="cnn:12"`; returns its figures."""
+    """Train one config of `space`: `reference="bn-cnn"` or a stored `trial="cnn:12"`; returns its figures.
+
+    `all_digits=True` trains on the validation rows too; `budget="20m"` trains as many epochs as fit;
+    `out="submission.csv"` writes the test digits' submission and its lineage (the path is checked first).
+    """
     spec = TrainSpec(space=space, **options)
     from search.study.train_one import train_one as train
 
+    submit = None
+    if spec.out is not None:
+        # the submission file belongs to the ensemble stage, after the study stage train_one lives in
+        from search.ensemble.submission import check_out_path, utc_now, versions, write_submission
+
+        out_path = check_out_path(spec.out)
+
+        def write(labels, lineage):
+            return write_submission(out_path, labels, {"created": utc_now(), **lineage, "versions": versions()})
+
+        submit = write
+
     _quiet_optuna()
-    return train(spec, log)
+    return train(spec, log, submit)
 
 
 def build_ensemble(studies: str, *, log: TextIO | None = None, **options) -> BuiltEnsemble:

@@ -37,6 +37,18 @@ class PreparedData:
         }
 
 
+def all_labelled(prepared: PreparedData) -> TrainingData:
+    """Training data of every labelled digit; the validation rows stay as the (no longer held-out) monitor."""
+    digits, tensors = prepared.digits, prepared.tensors
+    return TrainingData(
+        train_images=torch.from_numpy(np.ascontiguousarray(digits.train_images)).unsqueeze(1).to(tensors.device),
+        train_labels=torch.from_numpy(np.ascontiguousarray(digits.train_labels)).to(tensors.device),
+        val_images=tensors.val_images,
+        val_labels=tensors.val_labels,
+        test_images=tensors.test_images,
+    )
+
+
 def split_arrays(digits: DigitData, split: Split) -> dict[str, np.ndarray]:
     images, labels = digits.train_images, digits.train_labels
     return {
