@@ -44,14 +44,29 @@ def sync_folder(folder: Path) -> None:
 
 
 @contextmanager
+def naming(target: Path) -> Iterator[None]:
+    """Make an OSError met while writing `target` name it: a failed write() names no file (a full disk), and
+    the temporary file's hidden name means nothing to a user. An error about another file is left as it is."""
+    try:
+        yield
+    except OSError as err:
+        named = None if err.filename is None else Path(os.fsdecode(err.filename))
+        if named is not None and not (named.parent == target.parent and named.name.startswith(f"{TEMP_PREFIX}{target.name}.") and is_temporary(named)):
+            raise
+        raise OSError(err.errno, err.strerror or str(err), str(target)) from err  # OSError() picks the subclass
+
+
+@contextmanager
 def staged_file(target: str | Path) -> Iterator[Path]:
     """A temporary path beside `target` (same file system, so the rename is atomic); removed unless committed."""
     target = Path(target)
-    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f"{TEMP_PREFIX}{target.name}.", suffix=TEMP_SUFFIX)
-    os.close(handle)
-    os.chmod(name, FILE_MODE)
+    with naming(target):
+        handle, name = tempfile.mkstemp(dir=target.parent, prefix=f"{TEMP_PREFIX}{target.name}.", suffix=TEMP_SUFFIX)
     try:
-        yield Path(name)
+        with naming(target):
+            os.close(handle)
+            os.chmod(name, FILE_MODE)
+            yield Path(name)
     finally:
         Path(name).unlink(missing_ok=True)
 
@@ -59,9 +74,10 @@ def staged_file(target: str | Path) -> Iterator[Path]:
 def commit(staged: Path, target: str | Path) -> Path:
     """Flush `staged` to disk and rename it over `target`; returns the target."""
     target = Path(target)
-    with open(staged, "rb+") as stream:
-        os.fsync(stream.fileno())
-    os.replace(staged, target)
+    with naming(target):
+        with open(staged, "rb+") as stream:
+            os.fsync(stream.fileno())
+        os.replace(staged, target)
     sync_folder(target.parent)
     return target
 

@@ -6,11 +6,12 @@ import argparse
 import importlib
 import signal
 import sys
-from dataclasses import fields
+import threading
+from dataclasses import asdict, fields
 
 from search.cli.parser import EXIT_USER_ERROR, build_parser
 from search.config import AutoSpec, DashboardSpec, EnsembleSpec, LeaderboardSpec, PredictSpec, ReportSpec, RunSpec, TrainSpec
-from search.errors import UserError
+from search.errors import UserError, is_write_fault, write_fault
 
 EXIT_INTERRUPTED = 130
 # command -> (its option record, the search.api function that runs one); `run` exits 1 when stopped early
@@ -35,6 +36,7 @@ def spec_kwargs(args: argparse.Namespace, spec_type: type) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     listen_for_interrupts()
+    quiet_write_faults_in_threads()
     try:
         return dispatch(args)
     except KeyboardInterrupt:
@@ -43,6 +45,50 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"digit-search {args.command}: error: {err.cli_message}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Exception as err:
+        # a full disk or a read-only folder, however deep in Optuna or SQLAlchemy it surfaced: one line, as a user error
+        options = command_options(args)
+        message = write_fault(err, options, database=database_file(options.get("storage")))
+        if message is None:
+            raise
+        print(f"digit-search {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def command_options(args: argparse.Namespace) -> dict:
+    """The command's options with the record's defaults filled in (the default --storage, ...), for naming paths."""
+    spec_type = COMMANDS[args.command][0]
+    try:
+        return {**vars(args), **asdict(spec_type(**spec_kwargs(args, spec_type)))}
+    except Exception:  # UserError: refused before anything was written
+        return vars(args)
+
+
+def database_file(storage: object):
+    """The SQLite file of --storage, which SQLite's own messages do not name; None for a server or no URL."""
+    if not isinstance(storage, str):
+        return None
+    from search.study.storage import parse_storage_url, sqlite_file  # on the error path only: SQLAlchemy is loaded by then
+
+    try:
+        return sqlite_file(parse_storage_url(storage))
+    except UserError:
+        return None
+
+
+def quiet_write_faults_in_threads() -> None:
+    """A background thread that meets a full disk (Optuna's heartbeat) would print a traceback; the main
+    thread meets the same fault and says it in one line, so the thread's is not printed."""
+    if getattr(threading.excepthook, "quiet_write_faults", False):
+        return
+    default = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is None or not is_write_fault(args.exc_value):
+            default(args)
+
+    hook.quiet_write_faults = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 def listen_for_interrupts() -> None:

@@ -26,12 +26,13 @@ from search.ensemble.candidates import (
     top_candidates,
 )
 from search.ensemble.manifest import Manifest, ManifestMember
-from search.ensemble.saved import check_save_dir, new_ensemble_dir, save_ensemble, space_file_name, weights_file_name
+from search.ensemble.outputs import check_outputs, store_paths
+from search.ensemble.saved import new_ensemble_dir, save_ensemble, space_file_name, weights_file_name
 from search.ensemble.selection import Selection, accuracy, apply_temperatures, blend, calibrate, log_loss, select
-from search.ensemble.submission import check_out_path, utc_now, versions, write_submission
+from search.ensemble.submission import utc_now, versions, write_submission
 from search.errors import UserError
 from search.io import remove_stale_temporaries
-from search.study.artifacts import artifact_location, is_s3_url, open_artifact_store
+from search.study.artifacts import artifact_location, open_artifact_store
 from search.study.storage import check_database_exists, open_storage, parse_storage_url, redacted
 from search.train.device import resolve_device
 from search.train.prepared import PreparedData
@@ -246,9 +247,7 @@ class EnsembleResult:
 def run_ensemble(spec: EnsembleSpec, out: TextIO | None = None) -> EnsembleResult:
     """Build the ensemble, save it, write the submission and its lineage, print the table."""
     out = out or sys.stdout  # looked up per call: tests and callers may swap sys.stdout
-    check_out_path(spec.out)
-    if spec.save:
-        check_save_dir(spec.save, protected_paths(spec))
+    check_outputs(spec.storage, spec.artifacts, spec.data_dir, out=spec.out, save=spec.save)
     ensemble = build_ensemble(spec, out)
     saved = ensemble.save()
     csv_path, json_path = ensemble.write_submission()
@@ -279,10 +278,7 @@ def build_ensemble(spec: EnsembleSpec, out: TextIO | None = None) -> BuiltEnsemb
 
 def protected_paths(spec: EnsembleSpec) -> list[Path]:
     """What a --save folder must never hold: the SQLite database file and a local artifact store."""
-    url = parse_storage_url(spec.storage)
-    paths = [Path(url.database).expanduser()] if url.get_backend_name() == "sqlite" else []
-    location = artifact_location(spec.artifacts, spec.storage)
-    return paths if is_s3_url(location) else [*paths, Path(location)]
+    return store_paths(spec.storage, spec.artifacts)
 
 
 def calibrate_members(

@@ -77,21 +77,21 @@ def run_report(spec: ReportSpec, out: TextIO | None = None) -> ReportFiles:
     return ReportFiles(page_path, table_path, seconds)
 
 
-def check_out_dir(text: str) -> Path:
+def check_out_dir(text: str, option: str = "--out") -> Path:
     """The output folder, checked before any work: UserError when it is a file or cannot be created or written.
 
     Nothing is created here: the folder is made when the files are written, so a failed report leaves none.
     """
     folder = Path(text)
     if folder.exists() and not folder.is_dir():
-        raise UserError(f"--out {text!r} is a file; give a directory, e.g. reports/")
+        raise UserError(f"{option} {text!r} is a file; give a directory, e.g. reports/")
     existing = next(p for p in [folder.absolute(), *folder.absolute().parents] if p.exists())
     if not existing.is_dir():
-        raise UserError(f"--out {text!r}: cannot create it ({existing} is not a directory)")
+        raise UserError(f"{option} {text!r}: cannot create it ({existing} is not a directory)")
     if not os.access(existing, os.W_OK | os.X_OK):
         if existing == folder.absolute():
-            raise UserError(f"--out {text!r} is not writable; choose another directory")
-        raise UserError(f"--out {text!r}: cannot create it (no permission to write in {existing})")
+            raise UserError(f"{option} {text!r} is not writable; choose another directory")
+        raise UserError(f"{option} {text!r}: cannot create it (no permission to write in {existing})")
     return folder
 
 

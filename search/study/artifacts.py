@@ -7,6 +7,7 @@ ensemble can be built later without re-training anything.
 from __future__ import annotations
 
 import io
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -20,6 +21,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.artifacts._protocol import ArtifactStore  # the protocol every store implements
 
 from search.errors import UserError
+from search.io import write_atomically
 from search.study.storage import default_artifact_dir
 from search.train.weights import load_weights_file, save_weights
 
@@ -44,7 +46,20 @@ def open_artifact_store(location: str | Path, *, must_exist: bool = False) -> Ar
     if must_exist and not path.is_dir():
         raise UserError(f"artifact store {path} does not exist; pass the --artifacts the studies were run with")
     path.mkdir(parents=True, exist_ok=True)
-    return FileSystemArtifactStore(str(path))
+    return AtomicFileSystemArtifactStore(str(path))
+
+
+class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
+    """Optuna's folder store with each artifact written through search.io: a full disk or a kill leaves no half file."""
+
+    def __init__(self, base_path: str) -> None:
+        super().__init__(base_path)
+        self.folder = Path(base_path)
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        if Path(artifact_id).name != artifact_id or artifact_id in ("", ".", ".."):  # ids are flat names (uuid4)
+            raise ValueError(f"Invalid artifact_id: {artifact_id}")
+        write_atomically(self.folder / artifact_id, lambda stream: shutil.copyfileobj(content_body, stream))
 
 
 def check_artifact_store(location: str) -> None:

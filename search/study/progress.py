@@ -12,6 +12,7 @@ from typing import TextIO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.errors import is_write_fault
 from search.study.states import count_states
 from search.study.trial_attrs import FAIL_REASON_ATTR, PRUNED_REASON_ATTR, RUNG_ATTR
 
@@ -25,6 +26,26 @@ def quiet_optuna() -> None:
     # the parallel driver creates trials with study.ask and workers keep their heartbeats
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    shorten_write_fault_logs()  # a trial failed by a full disk: one line, not a traceback
+
+
+class ShortWriteFaults(logging.Filter):
+    """Drops the traceback from a log record about a full disk or a read-only folder (Optuna's "Trial N
+    failed ... because of the following error: OSError(28, ...)"): its one line says it, and the command
+    ends with one line naming the path."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None and is_write_fault(record.exc_info[1]):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def shorten_write_fault_logs() -> None:
+    """Put ShortWriteFaults on Optuna's log handlers, once."""
+    optuna.logging.get_verbosity()  # makes Optuna set up its handler, if it has not yet
+    for handler in logging.getLogger("optuna").handlers:
+        if not any(isinstance(f, ShortWriteFaults) for f in handler.filters):
+            handler.addFilter(ShortWriteFaults())
 
 
 class HideInterruptedTrial(logging.Filter):

@@ -14,7 +14,7 @@ import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 
 from search.config import DEFAULT_ARTIFACTS, DEFAULT_STORAGE, STUDIES_HOME
-from search.errors import UserError
+from search.errors import UserError, is_write_fault, write_fault
 
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 90
@@ -91,6 +91,9 @@ def open_storage(text: str) -> optuna.storages.RDBStorage:
                 grace_period=GRACE_SECONDS,
             )
         except (sqlalchemy.exc.SQLAlchemyError, RuntimeError, ValueError) as err:
+            fault = write_fault(err, {}, database=sqlite_file(url))
+            if fault:
+                raise UserError(fault) from None
             reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
             # two processes creating the tables of a new database at once: the loser sees them appear
             racing = isinstance(err, sqlalchemy.exc.IntegrityError) or "already exists" in reason
@@ -108,6 +111,11 @@ def open_existing_storage(text: str) -> optuna.storages.RDBStorage | None:
         check_sqlite_folder(url)
         return None
     return open_storage(text)
+
+
+def sqlite_file(url: URL) -> Path | None:
+    """The database file of a SQLite URL; None for a server."""
+    return Path(url.database).expanduser() if url.get_backend_name() == "sqlite" and url.database else None
 
 
 def check_sqlite_folder(url: URL) -> None:
@@ -136,7 +144,8 @@ def use_write_ahead_log(path: Path) -> None:
         with sqlite3.connect(path, timeout=60) as connection:
             connection.execute("PRAGMA journal_mode=WAL")
     except sqlite3.DatabaseError as err:
-        raise UserError(f"--storage {path}: not a SQLite database ({err}); give another file name") from None
+        fault = write_fault(err, {}, database=path)
+        raise UserError(fault or f"--storage {path}: not a SQLite database ({err}); give another file name") from None
 
 
 def absolute_storage_url(text: str) -> str:
@@ -160,8 +169,8 @@ def retry_on_database_errors(action: Callable[[], T], *, attempts: int = RECONNE
     for attempt in range(1, attempts + 1):
         try:
             return action()
-        except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError):
-            if attempt == attempts:
+        except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as err:
+            if attempt == attempts or is_write_fault(err):  # a full disk does not come back by waiting
                 raise
             time.sleep(wait)
     raise AssertionError("unreachable")
