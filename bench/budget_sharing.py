@@ -38,7 +38,7 @@ import optuna  # noqa: E402
 import torch  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from search.auto.plan import reference_seconds, round_share, rounds_for, survivors  # noqa: E402
+from search.auto.plan import round_share, rounds_for, survivors  # noqa: E402
 from search.auto.run import ENSEMBLE_TOP  # noqa: E402
 from search.ensemble.candidates import load_matching_data, read_stored_probabilities  # noqa: E402
 from search.ensemble.selection import Selection, accuracy, apply_temperatures, blend, calibrate, greedy  # noqa: E402
@@ -56,6 +56,14 @@ class Finished:
     seconds: float  # since the family's first trial started
     value: float
     val_probs: np.ndarray  # (V, 10)
+
+
+REFERENCE_SHARE = 0.5  # the references' share of the search in the plan this replay was written for
+
+
+def reference_seconds(search_seconds: float, families: int) -> float:
+    """Each family's part of that plan's reference phase."""
+    return REFERENCE_SHARE * search_seconds / max(1, families)
 
 
 def fit(probs: np.ndarray, labels: np.ndarray) -> tuple[Selection, np.ndarray]:

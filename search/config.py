@@ -105,6 +105,8 @@ class RunSpec:
     pruner: str | None = None  # default: the study's pruner, PRUNERS[0] for a new study
     sampler: str = SAMPLERS[0]
     reference: bool = True
+    only_references: tuple[str, ...] | None = None  # queue just these named references (auto's portfolio), no flag
+    climb_references: bool = True  # references climb every rung (the bar for sampled configs); auto without a search skips it
     val_fraction: float = 0.1
     split_seed: int = 0
     device: str = "auto"
@@ -161,6 +163,7 @@ class TrialJob:
     threads: int | None = None
     trial_timeout: float | None = None  # seconds of training after which a trial is pruned
     train_until: float | None = None  # Unix time after which no trial trains
+    climb_references: bool = True
     trials_sharing_memory: int = 1  # trials that may run at once on one device: each may use its share
 
 
@@ -181,15 +184,26 @@ class TrainSpec:
     val_fraction: float = 0.1
     split_seed: int = 0
     as_json: bool = False
+    all_digits: bool = False  # train on the validation rows too (they stay the monitor, no longer held out)
+    budget: str | None = None  # 90s, 20m, 1h: as many epochs as fit, instead of `epochs`
+    out: str | None = None  # a Kaggle submission of the test digits, its lineage beside it as .json
 
     def __post_init__(self) -> None:
         if (self.reference is None) == (self.trial is None):
             raise UserError("give exactly one of --reference REF or --trial STUDY:NUMBER")
+        if self.budget is not None and self.epochs is not None:
+            raise UserError("give --epochs N or --budget TIME, not both: --budget trains as many epochs as fit")
+        if self.budget is not None:
+            parse_budget(self.budget, least=MIN_TRAIN_BUDGET_SECONDS)
         check_at_least("epochs", self.epochs, 1)
         check_at_least("threads", self.threads, 1)
         check_limit(self.limit)
         check_seed("seed", self.seed)
         check_split(self.val_fraction, self.split_seed)
+
+    @property
+    def budget_seconds(self) -> float | None:
+        return None if self.budget is None else parse_budget(self.budget, least=MIN_TRAIN_BUDGET_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -304,12 +318,14 @@ class DashboardSpec:
 
 AUTO_FAMILIES = ("cnn", "resnet", "stn", "vit")
 MIN_BUDGET_SECONDS = 60  # less cannot train the references and build an ensemble even on the embedded sample
+MIN_TRAIN_BUDGET_SECONDS = 1  # `train --budget`: its first epoch then says whether even one epoch fits
+MAX_BUDGET_SECONDS = 7 * 24 * 3600  # a week: more is a typo (1000h for 10h); a study can be resumed
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([hms])")
 _UNIT_SECONDS = {"h": 3600, "m": 60, "s": 1}
 
 
-def parse_budget(text: str) -> float:
-    """'90s' -> 90, '20m' -> 1200, '1h30m' -> 5400; a bare number is seconds. UserError otherwise."""
+def parse_budget(text: str, least: float = MIN_BUDGET_SECONDS) -> float:
+    """'90s' -> 90, '20m' -> 1200, '1h30m' -> 5400; a bare number is seconds. UserError otherwise, or under `least` seconds."""
     cleaned = str(text).strip().lower().replace(" ", "")
     if re.fullmatch(r"\d+(\.\d+)?", cleaned):
         seconds = float(cleaned)
@@ -320,8 +336,10 @@ def parse_budget(text: str) -> float:
         if not parts or "".join(number + unit for number, unit in parts) != cleaned or not in_order:
             raise UserError(f"--budget {text!r} is not a duration; use e.g. 90s, 20m, 1h or 1h30m")
         seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
-    if seconds < MIN_BUDGET_SECONDS:
-        raise UserError(f"--budget {text!r} is under {MIN_BUDGET_SECONDS}s; give at least 1m")
+    if seconds < least:
+        raise UserError(f"--budget {text!r} is under {least:g}s; give at least {least:g}s")
+    if not seconds <= MAX_BUDGET_SECONDS:  # inf too: a number too long for a float
+        raise UserError(f"--budget {text!r} is over a week; give at most {MAX_BUDGET_SECONDS // 3600}h")
     return seconds
 
 
@@ -340,6 +358,7 @@ class AutoSpec:
     report: str = str(DEFAULT_REPORTS)
     tta: bool = False
     refit: bool = True  # the final training of the chosen models on every labelled digit
+    search: bool = True  # sampled trials after the portfolio of references, when the plan finds time for them
     seed: int = 0
     limit: int | None = None
     val_fraction: float = 0.1

@@ -49,7 +49,7 @@ def test_a_three_minute_budget_ends_in_time_with_a_submission_lineage_saved_ense
     check_submission(tmp_path / "submission.csv", 1000)  # the embedded sample's 1,000 test digits
     lineage = json.loads((tmp_path / "submission.json").read_text())
     assert lineage["auto"]["budget_seconds"] == BUDGET_SECONDS
-    assert set(lineage["auto"]["phases"]) >= {"measure", "search", "ensemble"}
+    assert set(lineage["auto"]["phases"]) >= {"measure", "portfolio", "search", "ensemble"}
     assert 0.5 < lineage["validation"]["submitted"]["accuracy"] <= 1  # chance is 0.1
     assert lineage["members"] and all(m["study"].startswith("auto-") for m in lineage["members"])
 

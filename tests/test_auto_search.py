@@ -1,5 +1,5 @@
-"""auto's search loop over families, with the studies faked: which family gets which slice, and how
-each slice is handed to `run` (the real runs are covered by the three-minute test in test_auto.py)."""
+"""auto's portfolio and search loop, with the studies faked: which config or family gets which time, and
+how each slice is handed to `run` (the real runs are covered by the short-budget test in test_auto.py)."""
 
 import io
 import time
@@ -8,37 +8,89 @@ import pytest
 
 from search.auto import search as search_module
 from search.auto.budget import Clock
-from search.auto.plan import FamilyCost, Plan
-from search.auto.search import FamilyState, search
+from search.auto.plan import ConfigCost, Plan
+from search.auto.search import FamilyState, run_portfolio, search
 from search.config import AutoSpec
 from search.dispatch.run import RunSummary
 
 
-def test_a_family_stays_in_a_round_while_its_first_rung_fits_the_slice_though_a_whole_climb_would_not(monkeypatch):
+def fake_studies(monkeypatch, value=lambda run: 0.98, seconds=lambda run: 0.0):
     runs = []
 
     def fake_run_study(run, out):
         runs.append((run, time.time()))
-        return RunSummary(run.study, run.storage, "", {"complete": 1}, 0, 0.99 if run.space == "stn" else 0.98, None)
+        clock_shift[0] += seconds(run)
+        return RunSummary(run.study, run.storage, "", {"complete": 1}, 0, value(run), None)
 
+    clock_shift = [0.0]
     monkeypatch.setattr(search_module, "run_study", fake_run_study)
-    slow, quick = FamilyCost("stn", 100.0), FamilyCost("cnn", 1000.0)
+    monkeypatch.setattr(search_module, "finished_trials", lambda storage, study: 0)
+    return runs, clock_shift
+
+
+class ShiftedClock(Clock):
+    """A clock that the fake studies move forward by the seconds their trials 'took'."""
+
+    def __init__(self, budget, shift):
+        super().__init__(budget)
+        self.shift = shift
+
+    @property
+    def used(self):
+        return super().used + self.shift[0]
+
+
+def test_the_portfolio_trains_its_configs_in_order_one_at_a_time_rereading_their_speeds_after_each(monkeypatch):
+    # proxies of 2 epochs on 37,800 digits: stn-cnn 270 s, bn-cnn 189 s, big-kernel 216 s, lenet 19 s
+    runs, shift = fake_studies(monkeypatch, seconds=lambda run: {"stn-cnn": 300.0, "bn-cnn": 189.0}.get(run.only_references[0], 10.0))
+    reads = []
+
+    def costs():
+        reads.append(len(runs))
+        return [ConfigCost("stn", "stn-cnn", 280.0), ConfigCost("cnn", "bn-cnn", 400.0), ConfigCost("cnn", "big-kernel", 350.0), ConfigCost("cnn", "lenet", 4000.0)]
+
+    states = {f: FamilyState(f, f"auto-{f}", 2) for f in ("stn", "cnn")}
+    plan = Plan(usable=2_000, portfolio_seconds=520, search_seconds=0, refit_seconds=1_450, final_seconds=30, epochs=2, notes=())
+    out = io.StringIO()
+    trained = run_portfolio(AutoSpec(spaces="stn,cnn"), plan, states, ShiftedClock(2_000, shift), out, 37_800, costs, done=set())
+
+    # stn-cnn overran its plan (300 s against 270 s): big-kernel no longer fits the 31 s left, lenet still does
+    assert trained == ["stn-cnn", "bn-cnn", "lenet"]
+    assert [run.only_references for run, _ in runs] == [("stn-cnn",), ("bn-cnn",), ("lenet",)]
+    assert all(run.trials == 1 and run.climb_references is False for run, _ in runs)  # no search: the references don't climb
+    assert runs[0][0].trial_timeout == pytest.approx(2 * 270)  # no trial trains past twice its plan
+    assert "leaving out big-kernel (cnn): a 2-epoch proxy would take 216s at 350 images/s, over the 31s left" in out.getvalue()
+    assert len(reads) >= 4  # the plan is re-read after every trial
+
+
+def test_a_resumed_portfolio_does_not_train_a_completed_reference_again(monkeypatch):
+    runs, shift = fake_studies(monkeypatch)
+    costs = lambda: [ConfigCost("cnn", "bn-cnn", 400.0), ConfigCost("cnn", "lenet", 4000.0)]  # noqa: E731
+    plan = Plan(usable=2_000, portfolio_seconds=500, search_seconds=100, refit_seconds=1_370, final_seconds=30, epochs=4, notes=())
+    out = io.StringIO()
+    trained = run_portfolio(AutoSpec(spaces="cnn"), plan, {"cnn": FamilyState("cnn", "auto-cnn", 4)}, ShiftedClock(2_000, shift), out, 37_800, costs, done={"bn-cnn"})
+    assert trained == ["bn-cnn", "lenet"] and [run.only_references for run, _ in runs] == [("lenet",)]
+    assert runs[0][0].climb_references is True  # a search follows: the references set the rungs' bar
+    assert "already trained by an earlier run: bn-cnn" in out.getvalue()
+
+
+def test_a_family_stays_in_a_round_while_its_first_rung_fits_the_slice_though_a_whole_climb_would_not(monkeypatch):
+    runs, _ = fake_studies(monkeypatch, value=lambda run: 0.99 if run.space == "stn" else 0.98)
+    slow, quick = ConfigCost("stn", "stn-cnn", 100.0), ConfigCost("cnn", "bn-cnn", 1000.0)
     # stn: a 4-epoch trial on 37,800 digits climbs for ~2,177 s, far over a slice; its first rung takes 168 s
     states = [
-        FamilyState("stn", "auto-stn", 4, slow.trial_seconds(4, 37_800), slow.first_rung_seconds(4, 37_800)),
-        FamilyState("cnn", "auto-cnn", 4, quick.trial_seconds(4, 37_800), quick.first_rung_seconds(4, 37_800)),
+        FamilyState("stn", "auto-stn", 4, slow.proxy_seconds(4, 37_800, True), slow.first_rung_seconds(4, 37_800)),
+        FamilyState("cnn", "auto-cnn", 4, quick.proxy_seconds(4, 37_800, True), quick.first_rung_seconds(4, 37_800)),
     ]
     assert states[0].first_rung_seconds == pytest.approx(4 * 4_200 / 100.0)
-    plan = Plan(search_seconds=1_000, refit_seconds=0, final_seconds=0, epochs={"stn": 4, "cnn": 4}, rounds=2, refit_note="")
     out = io.StringIO()
-    search(AutoSpec(spaces="stn,cnn"), plan, states, Clock(1_000), out, lambda states: {"auto-stn": 0.7, "auto-cnn": 0.3})
+    search(AutoSpec(spaces="stn,cnn"), 1_000, states, Clock(1_000), out, lambda states: {"auto-stn": 0.7, "auto-cnn": 0.3})
 
-    references, sampled = runs[:2], runs[2:]
-    assert [run.space for run, _ in references] == ["stn", "cnn"] and all(run.train_until is None for run, _ in references)
-    assert [run.space for run, _ in sampled] == ["stn", "cnn", "stn"]  # round 1: both; round 2: the ensemble's heavier
+    assert [run.space for run, _ in runs] == ["stn", "cnn", "stn"]  # round 1: both; round 2: the ensemble's heavier
+    assert all(run.only_references == () for run, _ in runs)  # a left-out reference is not queued by the search
     assert "rung would outlast" not in out.getvalue()
     # the fake studies take no time: round 1 shares all 1,000 s over two rounds and two families, round 2 gets it all
-    for (run, started), slice_seconds in zip(sampled, [250, 250, 1_000], strict=True):
+    for (run, started), slice_seconds in zip(runs, [250, 250, 1_000], strict=True):
         # a trial promoted late in its slice may finish its climb after it, but never after the search's end
         assert run.train_until - started == pytest.approx(1_000, abs=1)
         state = next(s for s in states if s.family == run.space)
@@ -47,16 +99,13 @@ def test_a_family_stays_in_a_round_while_its_first_rung_fits_the_slice_though_a_
 
 
 def test_a_family_whose_first_rung_outlasts_the_slice_leaves_before_it_burns_it(monkeypatch):
-    monkeypatch.setattr(
-        search_module, "run_study", lambda run, out: RunSummary(run.study, run.storage, "", {"complete": 1}, 0, 0.9, None)
-    )
-    crawling = FamilyCost("vit", 1.0)  # 4 epochs of its 4,200-row first rung: 16,800 s
+    fake_studies(monkeypatch, value=lambda run: 0.9)
+    crawling = ConfigCost("vit", "vit-seed", 1.0)  # 4 epochs of its 4,200-row first rung: 16,800 s
     states = [
-        FamilyState("vit", "auto-vit", 4, crawling.trial_seconds(4, 37_800), crawling.first_rung_seconds(4, 37_800)),
+        FamilyState("vit", "auto-vit", 4, crawling.proxy_seconds(4, 37_800, True), crawling.first_rung_seconds(4, 37_800)),
         FamilyState("cnn", "auto-cnn", 1, 1.0, 0.2),
     ]
-    plan = Plan(search_seconds=400, refit_seconds=0, final_seconds=0, epochs={"vit": 4, "cnn": 1}, rounds=2, refit_note="")
     out = io.StringIO()
-    search(AutoSpec(spaces="vit,cnn"), plan, states, Clock(400), out, lambda states: {})
+    search(AutoSpec(spaces="vit,cnn"), 400, states, Clock(400), out, lambda states: {})
     assert "leaving: vit (a trial's first rung would outlast the" in out.getvalue()
     assert states[0].rounds == [] and states[1].rounds == [1, 2]

@@ -1,11 +1,14 @@
 """`digit-search auto`: from the data to the best submission within one wall-clock budget.
 
-1. measure each family's training speed on this device and plan the budget (search.auto.plan);
-2. the search: every family's references, then rounds of successive halving over families;
-3. the ensemble: greedy selection over the top trials of every family's study, on validation;
-4. the final training: the chosen configs retrained on every labelled digit, for as long as the
-   budget kept for it, predicting the test digits with the weights and temperatures of step 3;
-5. the submission and its lineage, the saved ensemble (which `predict` uses), the report, and a
+1. plan the budget (search.auto.plan) from the speeds this device has recorded, or one short probe;
+2. the portfolio: the references in order (best measured first), each trained as a proxy while it
+   fits, the plan re-read from every trial's measured speed;
+3. the search, when the final training leaves it enough time: rounds of successive halving over
+   the families the portfolio trained;
+4. the ensemble: greedy selection over the top trials of every family's study, on validation;
+5. the final training: the chosen configs retrained on every labelled digit, the time shared by
+   ensemble weight, predicting the test digits with the weights and temperatures of step 4;
+6. the submission and its lineage, the saved ensemble (which `predict` uses), the report, and a
    leaderboard in the terminal.
 """
 
@@ -18,20 +21,20 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from search.auto.budget import Clock
-from search.auto.plan import FamilyCost, Plan, choose_refit, plan_budget
+from search.auto.checks import check_auto_options
+from search.auto.plan import ConfigCost, Plan, order_portfolio, plan_budget, families_left_out, refit_claim, search_pays, share_refit
 from search.auto.refit import Refitted, all_labelled, refit
-from search.auto.search import FamilyState, measure_costs, recorded_epochs, search
+from search.auto.search import CostModel, FamilyState, recorded_epochs, recorded_references, run_portfolio, search, study_best
 from search.config import AutoSpec, EnsembleSpec, ReportSpec
-from search.ensemble.build import BuiltEnsemble, build_ensemble, protected_paths
-from search.ensemble.saved import check_save_dir
+from search.ensemble.build import BuiltEnsemble, build_ensemble
 from search.ensemble.selection import apply_temperature, blend
-from search.ensemble.submission import check_out_path, write_submission
+from search.ensemble.submission import write_submission
 from search.errors import UserError
 from search.report.build import run_report
-from search.study.storage import parse_storage_url
 from search.train.allocator import keep_freed_memory
 from search.train.device import set_threads
 from search.train.prepared import PreparedData, prepare_data
+from spaces import load_space
 
 ENSEMBLE_TOP = 5  # candidates per family's study
 FALLBACK_IMAGES_PER_SECOND = 100.0  # for a trial that recorded no speed: slow, so its retraining is sized with room
@@ -48,44 +51,67 @@ class AutoResult:
     refitted: list[str]  # study#trial of each model retrained on all labelled digits
     phases: dict[str, float]  # seconds per phase
     seconds: float
+    sampled_members: list[str]  # study#trial of the submitted members that the search sampled (not references)
 
 
 def run_auto(spec: AutoSpec, out: TextIO | None = None) -> AutoResult:
-    """Search, ensemble, retrain and submit within spec.budget seconds; see the module's docstring."""
+    """Plan, train the portfolio, search, ensemble, retrain and submit within spec.budget seconds; see the module's docstring."""
     out = out or sys.stdout
     clock = Clock(spec.budget_seconds)
-    parse_storage_url(spec.storage)
-    check_out_path(spec.out)
-    if spec.save:
-        check_save_dir(spec.save, protected_paths(ensemble_spec(spec, spec.family_names)))
+    check_auto_options(spec)  # every output option, before anything is written
     set_threads(spec.threads)
     keep_freed_memory()
 
     started = clock.used
     prepared = prepare_data(spec.data_dir, limit=spec.limit, val_fraction=spec.val_fraction, split_seed=spec.split_seed, device=spec.device)
-    costs = measure_costs(spec.family_names, prepared, spec.seed)
     train_images, all_images = len(prepared.split.train_index), len(prepared.digits.train_labels)
-    plan = plan_budget(clock.left, costs, train_images, all_images, spec.refit)
+    studies = {family: f"{spec.study_prefix}{family}" for family in spec.family_names}
+    device = str(prepared.tensors.device)
+    recorded = recorded_references(spec.storage, studies, device)
+    family_of = {name: family for family in spec.family_names for name in load_space(family).references()}
+    order = order_portfolio(list(family_of), {name: r.value for name, r in recorded.items()})
+    costs = CostModel([(family_of[name], name) for name in order], prepared, spec.seed)
+    plan = plan_budget(clock.left, costs.costs(recorded), train_images, all_images, search=spec.search, refit=spec.refit)
     clock.spent("measure", clock.used - started)
-    states = [family_state(spec, cost, plan, train_images) for cost in costs]
-    print_plan(plan, costs, states, prepared.digits.source, train_images, clock, out)
+    states = {
+        family: FamilyState(family, study, recorded_epochs(spec.storage, study) or plan.epochs, best=study_best(spec.storage, study))
+        for family, study in studies.items()
+    }
+    print_plan(plan, costs.costs(recorded), recorded, prepared.digits.source, train_images, clock, out)
+    left_out = families_left_out(costs.costs(recorded), plan, train_images, set(recorded))
+    for reason in left_out.values():
+        out.write(f"  left out: {reason}\n")
+    costs.leave_out(set(left_out))
 
     started = clock.used
-    search(spec, plan, states, clock, out, lambda states: ensemble_shares(spec, states, out))
+    out.write(f"portfolio ({clock.status()})\n")
+
+    def measured_costs() -> list[ConfigCost]:
+        return costs.costs(recorded_references(spec.storage, studies, device))
+
+    trained = run_portfolio(spec, plan, states, clock, out, train_images, measured_costs, set(recorded))
+    clock.spent("portfolio", clock.used - started)
+
+    started = clock.used
+    searched = [states[f] for f in dict.fromkeys(family_of[name] for name in trained)]
+    search_seconds = search_time(spec, plan, measured_costs(), trained, recorded_references(spec.storage, studies, device), searched, train_images, all_images, clock, out)
+    if search_seconds:
+        out.write(f"search: {search_seconds:.0f}s over {', '.join(s.family for s in searched)} ({clock.status()})\n")
+        search(spec, search_seconds, searched, clock, out, lambda states: ensemble_shares(spec, states, out))
     clock.spent("search", clock.used - started)
 
     started = clock.used
-    ensemble = build_ensemble(ensemble_spec(spec, studies_with_trials(states)), io.StringIO())
+    ensemble = build_ensemble(ensemble_spec(spec, studies_with_trials(list(states.values()))), io.StringIO())
     clock.spent("ensemble", clock.used - started)
     out.write(f"ensemble: {len(ensemble.chosen.members)} members, validation accuracy {ensemble.val_accuracy:.2%} ({clock.status()})\n")
 
     started = clock.used
-    refitted = final_training(spec, plan, {cost.family: cost for cost in costs}, ensemble, prepared, clock, out)
+    refitted = final_training(spec, plan, {c.name: c for c in measured_costs()}, ensemble, prepared, clock, out)
     clock.spent("final training", clock.used - started)
 
     started = clock.used
     saved, csv_path, json_path = submit(spec, ensemble, refitted, plan, clock)
-    report = write_auto_report(spec, [s.study for s in states if s.best is not None], saved, out)
+    report = write_auto_report(spec, [s.study for s in states.values() if s.best is not None], saved, out)
     clock.spent("submission and report", clock.used - started)
     result = AutoResult(
         submission=csv_path,
@@ -93,28 +119,53 @@ def run_auto(spec: AutoSpec, out: TextIO | None = None) -> AutoResult:
         saved=saved,
         report=report,
         val_accuracy=ensemble.val_accuracy,
-        best_per_family={s.family: s.best for s in states},
+        best_per_family={s.family: s.best for s in states.values()},
         refitted=[r.label for r in refitted if r.state is not None],
         phases=dict(clock.phases),
         seconds=clock.used,
+        sampled_members=sampled_members(ensemble),
     )
-    print_leaderboard(result, states, ensemble, refitted, out)
+    print_leaderboard(result, list(states.values()), ensemble, refitted, out)
     return result
 
 
-def family_state(spec: AutoSpec, cost: FamilyCost, plan: Plan, train_images: int) -> FamilyState:
-    """A family's study in this run: a resumed one keeps the epoch budget it was created with."""
-    study = f"{spec.study_prefix}{cost.family}"
-    epochs = recorded_epochs(spec.storage, study) or plan.epochs[cost.family]
-    return FamilyState(cost.family, study, epochs, cost.trial_seconds(epochs, train_images), cost.first_rung_seconds(epochs, train_images))
+def search_time(
+    spec: AutoSpec,
+    plan: Plan,
+    costs: list[ConfigCost],
+    trained: list[str],
+    recorded: dict,
+    searched: list[FamilyState],
+    train_images: int,
+    all_images: int,
+    clock: Clock,
+    out: TextIO,
+) -> float:
+    """The search's seconds, re-planned from the speeds the portfolio measured (0: no search), and each
+    searched family's predicted trial times."""
+    if not plan.searches or not searched:
+        return 0.0
+    by_name = {c.name: c for c in costs if c.name in trained}
+    best_first = sorted(by_name.values(), key=lambda c: -(recorded[c.name].value if c.name in recorded else 0.0))
+    seconds = clock.left - plan.final_seconds - (refit_claim(best_first, all_images) if spec.refit else 0.0)
+    for state in searched:
+        family = [c for c in by_name.values() if c.family == state.family]
+        state.trial_seconds = max(c.proxy_seconds(state.epochs, train_images, True) for c in family)
+        state.first_rung_seconds = max(c.first_rung_seconds(state.epochs, train_images) for c in family)
+    if not search_pays(seconds, list(by_name.values()), train_images):
+        out.write(f"no search: with the speeds measured, the final training can use all but {max(0.0, seconds):.0f}s\n")
+        return 0.0
+    return seconds
 
 
-def print_plan(plan: Plan, costs: list[FamilyCost], states: list[FamilyState], source: str, train_images: int, clock: Clock, out: TextIO) -> None:
-    out.write(f"auto: {clock.status()} on {source}; {len(costs)} families, {plan.rounds} round(s) after the references\n")
-    for cost, state in zip(costs, states, strict=True):  # a resumed study keeps its own epochs
-        epoch = cost.epoch_seconds(train_images)
-        out.write(f"  {cost.family}: {cost.images_per_second:,.0f} images/s, {epoch:.1f}s an epoch; search trials of {state.epochs} epochs\n")
-    out.write(f"  search {plan.search_seconds:.0f}s; {plan.refit_note}; {plan.final_seconds:.0f}s for the ensemble and report\n")
+def print_plan(plan: Plan, costs: list[ConfigCost], recorded: dict, source: str, train_images: int, clock: Clock, out: TextIO) -> None:
+    out.write(f"auto: {clock.status()} on {source}; portfolio of {len(costs)} references, proxies of {plan.epochs} epochs\n")
+    for cost in costs:
+        measured = "measured" if cost.name in recorded and recorded[cost.name].images_per_second else "predicted"
+        value = f", {recorded[cost.name].value:.2%} validation before" if cost.name in recorded else ""
+        out.write(f"  {cost.name} ({cost.family}): {cost.images_per_second:,.0f} images/s {measured}, {cost.epoch_seconds(train_images):.1f}s an epoch{value}\n")
+    parts = [f"portfolio {plan.portfolio_seconds:.0f}s", f"search {plan.search_seconds:.0f}s", *plan.notes, f"{plan.final_seconds:.0f}s for the ensemble and report"]
+    out.write("  " + "; ".join(parts) + "\n")
     out.flush()
 
 
@@ -156,29 +207,32 @@ def ensemble_shares(spec: AutoSpec, states: list[FamilyState], out: TextIO) -> d
 
 
 def final_training(
-    spec: AutoSpec, plan: Plan, costs: dict[str, FamilyCost], ensemble: BuiltEnsemble, prepared: PreparedData, clock: Clock, out: TextIO
+    spec: AutoSpec, plan: Plan, costs: dict[str, ConfigCost], ensemble: BuiltEnsemble, prepared: PreparedData, clock: Clock, out: TextIO
 ) -> list[Refitted]:
-    """Retrain the heaviest members on every labelled digit, as many as the time left before the final phase allows."""
+    """Retrain the members on every labelled digit, each for epochs in proportion to its ensemble weight,
+    in the time left before the final phase; a member whose share is under its proxy's epochs keeps its proxy."""
     if not plan.refit_seconds:
-        out.write(f"final training skipped: {plan.refit_note}\n")
+        out.write(f"final training skipped: {'; '.join(n for n in plan.notes if 'final training' in n)}\n")
         return []
     members = list(ensemble.chosen.members)
     candidates = [ensemble.candidates[i] for i in members]
     all_images = len(prepared.digits.train_labels)
-    # a short trial's recorded speed includes its first steps' warm-up: never plan slower than the family
-    # measured; a config much slower than its family's references is caught by its first epoch's pace
-    speeds = [max(c.images_per_second or 0.0, costs[c.family].images_per_second if c.family in costs else 0.0) for c in candidates]
-    epoch_seconds = [all_images / (speed or FALLBACK_IMAGES_PER_SECOND) for speed in speeds]
-    seconds = clock.left - plan.final_seconds  # the search is over: what it left unused goes here too
-    searched = max(c.epochs or 1 for c in candidates)
-    order, epochs = choose_refit([float(ensemble.chosen.weights[i]) for i in members], epoch_seconds, seconds, least=searched)
-    if not order:
-        out.write(f"final training skipped: {seconds:.0f}s left cannot train even the heaviest member {searched}+ epochs on all digits\n")
+    family_speed = {c.family: c.images_per_second for c in costs.values()}
+    # a short trial's recorded speed includes its first steps' warm-up: never plan slower than its family's references
+    speeds = [max(c.images_per_second or 0.0, family_speed.get(c.family, 0.0)) or FALLBACK_IMAGES_PER_SECOND for c in candidates]
+    epoch_seconds = [all_images / speed for speed in speeds]
+    seconds = clock.left - plan.final_seconds  # what the search left unused goes here too
+    least = [c.epochs or 1 for c in candidates]
+    epochs = share_refit([float(ensemble.chosen.weights[i]) for i in members], epoch_seconds, seconds, least)
+    if not epochs:
+        out.write(f"final training skipped: {seconds:.0f}s left cannot retrain even the heaviest member for longer than its proxy trained\n")
         return []
     data = all_labelled(prepared)
-    out.write(f"final training: {len(order)} model(s), {epochs} epochs each on {all_images:,} digits ({clock.status()})\n")
+    order = sorted(epochs, key=lambda p: -float(ensemble.chosen.weights[members[p]]))
+    plan_text = ", ".join(f"{candidates[p].label} {epochs[p]}" for p in order)
+    out.write(f"final training on all {all_images:,} digits, epochs by ensemble weight: {plan_text} ({clock.status()})\n")
     ends = clock.used + seconds
-    planned = {position: epoch_seconds[position] * epochs for position in order}
+    planned = {p: epoch_seconds[p] * epochs[p] for p in order}
     refitted = []
     for number, position in enumerate(order):
         candidate = candidates[position]
@@ -186,12 +240,22 @@ def final_training(
         # this model's part of what is left, in proportion to its planned time
         still_planned = sum(planned[p] for p in order[number:])
         limit = max(1.0, (ends - clock.used) * planned[position] / still_planned)
-        done = refit(space, candidate.params, candidate.seed or spec.seed, data, epochs, candidate.label, limit)
+        done = refit(space, candidate.params, candidate.seed or spec.seed, data, epochs[position], candidate.label, limit)
         refitted.append(done)
         outcome = done.problem or f"{done.epochs} epochs in {done.seconds:.0f}s"
         out.write(f"  {candidate.label} ({candidate.family}): {outcome} ({clock.status()})\n")
         out.flush()
     return refitted
+
+
+def sampled_members(ensemble: BuiltEnsemble) -> list[str]:
+    """The submitted members that are sampled configs, not references."""
+    found = []
+    for index in ensemble.chosen.members:
+        candidate = ensemble.candidates[index]
+        if ensemble.pool.spaces[candidate.study][0].reference_name(candidate.params) is None:
+            found.append(candidate.label)
+    return found
 
 
 def submit(spec: AutoSpec, ensemble: BuiltEnsemble, refitted: list[Refitted], plan: Plan, clock: Clock) -> tuple[Path, Path, Path]:
@@ -212,10 +276,11 @@ def submit(spec: AutoSpec, ensemble: BuiltEnsemble, refitted: list[Refitted], pl
             "budget_seconds": clock.budget,
             "phases": dict(clock.phases),
             "search_epochs": plan.epochs,
+            "plan": {"portfolio_seconds": round(plan.portfolio_seconds), "search_seconds": round(plan.search_seconds), "refit_seconds": round(plan.refit_seconds)},
             "final_training": [
                 {"member": r.label, "epochs": r.epochs, "seconds": round(r.seconds, 1), "problem": r.problem} for r in refitted
             ],
-            "note": plan.refit_note,
+            "notes": list(plan.notes),
         },
     }
     csv_path, json_path = write_submission(spec.out, labels, lineage)
@@ -242,5 +307,10 @@ def print_leaderboard(result: AutoResult, states: list[FamilyState], ensemble: B
     out.write(ensemble.table())
     if refitted:
         out.write("retrained on all labelled digits: " + ", ".join(f"{r.label} ({r.epochs} epochs{', ' + r.problem if r.problem else ''})" for r in refitted) + "\n")
+    if result.sampled_members:
+        out.write(f"the search beat the portfolio: sampled configs in the submission: {', '.join(result.sampled_members)}\n")
+    else:
+        searched = any(state.rounds for state in states)
+        out.write("the submission is the portfolio's references" + (" (no sampled config raised the ensemble)" if searched else " (no search ran)") + "\n")
     out.write("time: " + ", ".join(f"{phase} {seconds:.0f}s" for phase, seconds in result.phases.items()) + f"; total {result.seconds:.0f}s\n")
     out.write(f"wrote {result.submission} and {result.lineage.name}; ensemble saved in {result.saved}" + (f"; report {result.report}" if result.report else "") + "\n")

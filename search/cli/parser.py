@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--trial", metavar="STUDY:NUMBER", help="a trial stored in --storage, e.g. cnn:12, retrained with its own seed")
     train.add("--seed", "training seed (a --trial keeps its own)", type=whole_number, metavar="N")
     train.add("--json", "print one JSON line instead of progress", dest="as_json", action="store_true")
+    train.add("--all-digits", "train on every labelled digit, the validation rows too (their accuracy is then no longer held out)", action="store_true")
+    train.add("--budget", "train as many epochs as fit in this wall-clock time (90s, 20m, 1h), timed by the first epoch; instead of --epochs", metavar="TIME")
+    train.add("--out", "write a Kaggle submission of the test digits to FILE, its lineage beside it as .json", metavar="FILE")
     add_data_options(train, epochs_help=f"epochs to train (default: a --trial's own; {DEFAULT_EPOCHS} for a --reference)")
 
     ensemble = Options(commands.add_parser("ensemble", help="weight the top trials of several studies into a Kaggle submission"), EnsembleSpec)
@@ -159,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     auto.add("--save", "folder for the saved ensemble (default: a new one under studies/ensembles)", metavar="DIR")
     auto.add("--report", "folder for the HTML report", metavar="DIR")
     auto.add("--tta", "average each member over one-pixel shifts of every image", action="store_true")
+    auto.add("--no-search", "train the portfolio of references and retrain the best of them, without sampled trials", dest="search", action="store_false")
     auto.add("--no-refit", "submit the search's models as they are, without the final training on every labelled digit", dest="refit", action="store_false")
     auto.add("--seed", "sampler and training seed", type=whole_number, metavar="N")
     auto.add("--limit", f"keep only the first ROWS training rows, at least {MIN_LIMIT_ROWS} (smoke runs)", type=whole_number, metavar="ROWS")

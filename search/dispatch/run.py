@@ -91,6 +91,7 @@ def trial_job(
         threads=spec.threads,
         trial_timeout=spec.trial_timeout,
         train_until=spec.train_until,
+        climb_references=spec.climb_references,
         trials_sharing_memory=trials_sharing_memory,
     )
 
@@ -160,7 +161,7 @@ def run_study(spec: RunSpec, out: TextIO | None = None) -> RunSummary:
         reconciled = reconcile_lost_trials(study, storage)
         retry_interrupted(study)
         if spec.reference:
-            enqueue_references(study, run.space)
+            enqueue_references(study, run.space, spec.only_references)
 
         finished = len(study.get_trials(deepcopy=False, states=FINISHED))
         where = resources.describe(job.threads) if resources else f"device {prepared.tensors.device}"

@@ -48,6 +48,7 @@ class TrialContext:
     artifact_store: ArtifactStore
     trial_timeout: float | None = None  # seconds of training after which a trial is pruned, mid-epoch if need be
     train_until: float | None = None  # Unix time after which no trial trains (the end of auto's search)
+    climb_references: bool = True  # False: a reference trains its full rung only (no sampled config needs its bar)
     trials_sharing_memory: int = 1  # trials that may run at once on this trial's device (see search.study.memory)
     on_epoch: Callable[[optuna.Trial, EpochReport], None] | None = None  # e.g. the live progress line
     rung_data: RungData | None = None  # set when the study prunes on rungs (search.study.rungs), not on epochs
@@ -66,15 +67,20 @@ class TrialContext:
             artifact_store=open_artifact_store(job.artifacts),
             trial_timeout=job.trial_timeout,
             train_until=job.train_until,
+            climb_references=job.climb_references,
             trials_sharing_memory=job.trials_sharing_memory,
             on_epoch=on_epoch,
             rung_data=RungData(data) if job.pruner == RUNG_PRUNER else None,
         )
 
-    def rungs(self) -> tuple[Rung, ...]:
-        """What a trial trains: the whole budget at once when pruning is on epochs, else its ladder of rungs."""
+    def rungs(self, reference: bool = False) -> tuple[Rung, ...]:
+        """What a trial trains: the whole budget at once when pruning is on epochs, else its ladder of rungs
+        (a reference's full rung alone when references don't climb)."""
         full = Rung(1, len(self.data.train_labels), self.epochs)
-        return (full,) if self.rung_data is None else ladder(self.epochs, full.rows)
+        if self.rung_data is None:
+            return (full,)
+        rungs = ladder(self.epochs, full.rows)
+        return rungs[-1:] if reference and not self.climb_references else rungs
 
     def time_left(self, started: float) -> float | None:
         """Seconds a trial that began training at perf_counter `started` may still train (None: no limit)."""
@@ -168,7 +174,7 @@ def _train_trial(trial: optuna.Trial, context: TrialContext) -> float:
     limited = context.trial_timeout is not None or context.train_until is not None
     pace = family_pace(trial, candidate.family, str(device)) if limited and flops is not None else None
     started = time.perf_counter()
-    rungs = context.rungs()
+    rungs = context.rungs(reference is not None)
     images = 0
     for index, rung in enumerate(rungs):
         if index:

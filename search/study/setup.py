@@ -162,8 +162,10 @@ def open_study(
     return study
 
 
-def enqueue_references(study: optuna.Study, space: Space) -> int:
+def enqueue_references(study: optuna.Study, space: Space, names: tuple[str, ...] | None = None) -> int:
+    """Queue the space's references (only those `names`, in that order, when given) unless already in the study."""
     references = space.references()
-    for _, params in references.values():
-        study.enqueue_trial(params, skip_if_exists=True)
-    return len(references)
+    chosen = list(references) if names is None else [name for name in names if name in references]
+    for name in chosen:
+        study.enqueue_trial(references[name][1], skip_if_exists=True)
+    return len(chosen)
