@@ -1,6 +1,7 @@
 """`digit-search auto` end to end: the short budget on the embedded sample, and its one-line refusals."""
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -67,3 +68,30 @@ def test_a_three_minute_budget_ends_in_time_with_a_submission_lineage_saved_ense
     labels = load_ensemble(str(saved), device="cpu").predict(test_images)
     submitted = np.loadtxt(tmp_path / "submission.csv", delimiter=",", skiprows=1, dtype=int)[:, 1]
     assert (labels == submitted).mean() > 0.99  # refit models are saved as they predicted the test digits
+
+
+@pytest.mark.slow
+def test_ctrl_c_writes_the_best_submission_so_far_and_the_next_run_does_not_train_a_completed_reference_again(tmp_path):
+    command = [sys.executable, "-m", "search.cli", "auto", "--budget", "3m", "--threads", "2", "--spaces", "cnn"]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in process.stdout:  # the portfolio's first config, bn-cnn, reports when it completes
+        seen.append(line)
+        if line.startswith("  bn-cnn, "):
+            break
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    rest, errors = process.communicate(timeout=60)
+    assert time.monotonic() - started < 30  # within seconds, not at the end of the trial it cut
+    assert process.returncode == 130, "".join(seen) + rest + errors
+    assert "Traceback" not in errors and "the submission is the best of what was complete" in errors
+    assert "interrupted during the portfolio: submitting the best ensemble of what is complete" in rest
+    check_submission(tmp_path / "submission.csv", 1000)
+    lineage = json.loads((tmp_path / "submission.json").read_text())
+    assert lineage["auto"]["cut_short"] == "portfolio"
+    assert [m["study"] for m in lineage["members"]] == ["auto-cnn"]
+
+    again = digit_search("auto", "--budget", "60s", "--threads", "2", "--spaces", "cnn", cwd=tmp_path, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already trained by an earlier run: bn-cnn" in again.stdout
+    assert "  bn-cnn, " not in again.stdout  # not trained again

@@ -59,6 +59,8 @@ def test_the_portfolio_trains_its_configs_in_order_one_at_a_time_rereading_their
     assert [run.only_references for run, _ in runs] == [("stn-cnn",), ("bn-cnn",), ("lenet",)]
     assert all(run.trials == 1 and run.climb_references is False for run, _ in runs)  # no search: the references don't climb
     assert runs[0][0].trial_timeout == pytest.approx(2 * 270)  # no trial trains past twice its plan
+    # nor into the final phase's reserve: the budget is a wall
+    assert [run.train_until - started for run, started in runs] == pytest.approx([1_970, 1_670, 1_481], abs=1)
     assert "leaving out big-kernel (cnn): a 2-epoch proxy would take 216s at 350 images/s, over the 31s left" in out.getvalue()
     assert len(reads) >= 4  # the plan is re-read after every trial
 
@@ -109,3 +111,21 @@ def test_a_family_whose_first_rung_outlasts_the_slice_leaves_before_it_burns_it(
     search(AutoSpec(spaces="vit,cnn"), 400, states, Clock(400), out, lambda states: {})
     assert "leaving: vit (a trial's first rung would outlast the" in out.getvalue()
     assert states[0].rounds == [] and states[1].rounds == [1, 2]
+
+
+def test_a_members_retraining_is_planned_at_its_own_speed_not_its_familys_fastest():
+    from types import SimpleNamespace
+
+    from search.auto.run import member_speed
+    from spaces import load_space
+
+    space = load_space("cnn")
+    ensemble = SimpleNamespace(pool=SimpleNamespace(spaces={"auto-cnn": (space,)}))
+    costs = {c.name: c for c in (ConfigCost("cnn", "bn-cnn", 1_800.0), ConfigCost("cnn", "lenet", 11_000.0), ConfigCost("cnn", "big-kernel", 800.0))}
+    bn_cnn = space.references()["bn-cnn"][1]
+    member = SimpleNamespace(images_per_second=None, study="auto-cnn", params=bn_cnn, family="cnn")
+    assert member_speed(member, ensemble, costs) == 1_800.0  # its reference's, not lenet's
+    sampled = SimpleNamespace(images_per_second=None, study="auto-cnn", params={**bn_cnn, "train.batch_size": 64}, family="cnn")
+    assert member_speed(sampled, ensemble, costs) == 800.0  # the family's slowest: room to spare
+    recorded = SimpleNamespace(images_per_second=2_100.0, study="auto-cnn", params=bn_cnn, family="cnn")
+    assert member_speed(recorded, ensemble, costs) == 2_100.0

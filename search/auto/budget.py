@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from search.study.progress import format_duration
@@ -25,6 +27,15 @@ class Clock:
 
     def spent(self, phase: str, seconds: float) -> None:
         self.phases[phase] = self.phases.get(phase, 0.0) + seconds
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Count the time of the block as `name`'s, also when it is cut short (Ctrl-C)."""
+        started = self.used
+        try:
+            yield
+        finally:
+            self.spent(name, self.used - started)
 
     def status(self) -> str:
         return f"{format_duration(self.used)} used, {format_duration(self.left)} left of {format_duration(self.budget)}"

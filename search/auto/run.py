@@ -52,6 +52,11 @@ class AutoResult:
     phases: dict[str, float]  # seconds per phase
     seconds: float
     sampled_members: list[str]  # study#trial of the submitted members that the search sampled (not references)
+    cut_short: str | None = None  # the phase a Ctrl-C cut, after which this best-so-far submission was written
+
+    @property
+    def interrupted(self) -> bool:
+        return self.cut_short is not None
 
 
 def run_auto(spec: AutoSpec, out: TextIO | None = None) -> AutoResult:
@@ -62,17 +67,16 @@ def run_auto(spec: AutoSpec, out: TextIO | None = None) -> AutoResult:
     set_threads(spec.threads)
     keep_freed_memory()
 
-    started = clock.used
-    prepared = prepare_data(spec.data_dir, limit=spec.limit, val_fraction=spec.val_fraction, split_seed=spec.split_seed, device=spec.device)
-    train_images, all_images = len(prepared.split.train_index), len(prepared.digits.train_labels)
-    studies = {family: f"{spec.study_prefix}{family}" for family in spec.family_names}
-    device = str(prepared.tensors.device)
-    recorded = recorded_references(spec.storage, studies, device)
-    family_of = {name: family for family in spec.family_names for name in load_space(family).references()}
-    order = order_portfolio(list(family_of), {name: r.value for name, r in recorded.items()})
-    costs = CostModel([(family_of[name], name) for name in order], prepared, spec.seed)
-    plan = plan_budget(clock.left, costs.costs(recorded), train_images, all_images, search=spec.search, refit=spec.refit)
-    clock.spent("measure", clock.used - started)
+    with clock.phase("measure"):
+        prepared = prepare_data(spec.data_dir, limit=spec.limit, val_fraction=spec.val_fraction, split_seed=spec.split_seed, device=spec.device)
+        train_images, all_images = len(prepared.split.train_index), len(prepared.digits.train_labels)
+        studies = {family: f"{spec.study_prefix}{family}" for family in spec.family_names}
+        device = str(prepared.tensors.device)
+        recorded = recorded_references(spec.storage, studies, device)
+        family_of = {name: family for family in spec.family_names for name in load_space(family).references()}
+        order = order_portfolio(list(family_of), {name: r.value for name, r in recorded.items()})
+        costs = CostModel([(family_of[name], name) for name in order], prepared, spec.seed)
+        plan = plan_budget(clock.left, costs.costs(recorded), train_images, all_images, search=spec.search, refit=spec.refit)
     states = {
         family: FamilyState(family, study, recorded_epochs(spec.storage, study) or plan.epochs, best=study_best(spec.storage, study))
         for family, study in studies.items()
@@ -83,36 +87,46 @@ def run_auto(spec: AutoSpec, out: TextIO | None = None) -> AutoResult:
         out.write(f"  left out: {reason}\n")
     costs.leave_out(set(left_out))
 
-    started = clock.used
-    out.write(f"portfolio ({clock.status()})\n")
-
     def measured_costs() -> list[ConfigCost]:
         return costs.costs(recorded_references(spec.storage, studies, device))
 
-    trained = run_portfolio(spec, plan, states, clock, out, train_images, measured_costs, set(recorded))
-    clock.spent("portfolio", clock.used - started)
+    cut_short = None  # the phase a Ctrl-C cut: the best submission so far is still written
+    try:
+        with clock.phase("portfolio"):
+            out.write(f"portfolio ({clock.status()})\n")
+            trained = run_portfolio(spec, plan, states, clock, out, train_images, measured_costs, set(recorded))
+        with clock.phase("search"):
+            searched = [states[f] for f in dict.fromkeys(family_of[name] for name in trained)]
+            recorded = recorded_references(spec.storage, studies, device)
+            search_seconds = search_time(spec, plan, measured_costs(), trained, recorded, searched, train_images, all_images, clock, out)
+            if search_seconds:
+                out.write(f"search: {search_seconds:.0f}s over {', '.join(s.family for s in searched)} ({clock.status()})\n")
+                search(spec, search_seconds, searched, clock, out, lambda states: ensemble_shares(spec, states, out))
+    except KeyboardInterrupt:
+        cut_short = next(reversed(clock.phases))
+        for state in states.values():  # the cut slice's completed trials count too
+            state.best = study_best(spec.storage, state.study)
+        if all(state.best is None for state in states.values()):
+            out.write(f"\ninterrupted during the {cut_short}: no model is complete yet, so there is no submission\n")
+            raise
+        out.write(f"\ninterrupted during the {cut_short}: submitting the best ensemble of what is complete\n")
 
-    started = clock.used
-    searched = [states[f] for f in dict.fromkeys(family_of[name] for name in trained)]
-    search_seconds = search_time(spec, plan, measured_costs(), trained, recorded_references(spec.storage, studies, device), searched, train_images, all_images, clock, out)
-    if search_seconds:
-        out.write(f"search: {search_seconds:.0f}s over {', '.join(s.family for s in searched)} ({clock.status()})\n")
-        search(spec, search_seconds, searched, clock, out, lambda states: ensemble_shares(spec, states, out))
-    clock.spent("search", clock.used - started)
-
-    started = clock.used
-    ensemble = build_ensemble(ensemble_spec(spec, studies_with_trials(list(states.values()))), io.StringIO())
-    clock.spent("ensemble", clock.used - started)
+    with clock.phase("ensemble"):
+        ensemble = build_ensemble(ensemble_spec(spec, studies_with_trials(list(states.values()))), io.StringIO())
     out.write(f"ensemble: {len(ensemble.chosen.members)} members, validation accuracy {ensemble.val_accuracy:.2%} ({clock.status()})\n")
 
-    started = clock.used
-    refitted = final_training(spec, plan, {c.name: c for c in measured_costs()}, ensemble, prepared, clock, out)
-    clock.spent("final training", clock.used - started)
+    refitted: list[Refitted] = []
+    if cut_short is None:
+        try:
+            with clock.phase("final training"):
+                final_training(spec, plan, {c.name: c for c in measured_costs()}, ensemble, prepared, clock, out, refitted)
+        except KeyboardInterrupt:
+            cut_short = "final training"
+            out.write("\ninterrupted during the final training: submitting with the models retrained so far, the proxies elsewhere\n")
 
-    started = clock.used
-    saved, csv_path, json_path = submit(spec, ensemble, refitted, plan, clock)
-    report = write_auto_report(spec, [s.study for s in states.values() if s.best is not None], saved, out)
-    clock.spent("submission and report", clock.used - started)
+    with clock.phase("submission and report"):
+        saved, csv_path, json_path = submit(spec, ensemble, refitted, plan, clock, cut_short)
+        report = None if cut_short else write_auto_report(spec, [s.study for s in states.values() if s.best is not None], saved, out)
     result = AutoResult(
         submission=csv_path,
         lineage=json_path,
@@ -124,6 +138,7 @@ def run_auto(spec: AutoSpec, out: TextIO | None = None) -> AutoResult:
         phases=dict(clock.phases),
         seconds=clock.used,
         sampled_members=sampled_members(ensemble),
+        cut_short=cut_short,
     )
     print_leaderboard(result, list(states.values()), ensemble, refitted, out)
     return result
@@ -207,33 +222,37 @@ def ensemble_shares(spec: AutoSpec, states: list[FamilyState], out: TextIO) -> d
 
 
 def final_training(
-    spec: AutoSpec, plan: Plan, costs: dict[str, ConfigCost], ensemble: BuiltEnsemble, prepared: PreparedData, clock: Clock, out: TextIO
-) -> list[Refitted]:
-    """Retrain the members on every labelled digit, each for epochs in proportion to its ensemble weight,
-    in the time left before the final phase; a member whose share is under its proxy's epochs keeps its proxy."""
+    spec: AutoSpec,
+    plan: Plan,
+    costs: dict[str, ConfigCost],
+    ensemble: BuiltEnsemble,
+    prepared: PreparedData,
+    clock: Clock,
+    out: TextIO,
+    refitted: list[Refitted],
+) -> None:
+    """Retrain the members on every labelled digit into `refitted` (so that a Ctrl-C keeps those done), each for
+    epochs in proportion to its ensemble weight, in the time left before the final phase; a member whose share
+    is under its proxy's epochs keeps its proxy."""
     if not plan.refit_seconds:
         out.write(f"final training skipped: {'; '.join(n for n in plan.notes if 'final training' in n)}\n")
-        return []
+        return
     members = list(ensemble.chosen.members)
     candidates = [ensemble.candidates[i] for i in members]
     all_images = len(prepared.digits.train_labels)
-    family_speed = {c.family: c.images_per_second for c in costs.values()}
-    # a short trial's recorded speed includes its first steps' warm-up: never plan slower than its family's references
-    speeds = [max(c.images_per_second or 0.0, family_speed.get(c.family, 0.0)) or FALLBACK_IMAGES_PER_SECOND for c in candidates]
-    epoch_seconds = [all_images / speed for speed in speeds]
+    epoch_seconds = [all_images / member_speed(c, ensemble, costs) for c in candidates]
     seconds = clock.left - plan.final_seconds  # what the search left unused goes here too
     least = [c.epochs or 1 for c in candidates]
     epochs = share_refit([float(ensemble.chosen.weights[i]) for i in members], epoch_seconds, seconds, least)
     if not epochs:
         out.write(f"final training skipped: {seconds:.0f}s left cannot retrain even the heaviest member for longer than its proxy trained\n")
-        return []
+        return
     data = all_labelled(prepared)
     order = sorted(epochs, key=lambda p: -float(ensemble.chosen.weights[members[p]]))
     plan_text = ", ".join(f"{candidates[p].label} {epochs[p]}" for p in order)
     out.write(f"final training on all {all_images:,} digits, epochs by ensemble weight: {plan_text} ({clock.status()})\n")
     ends = clock.used + seconds
     planned = {p: epoch_seconds[p] * epochs[p] for p in order}
-    refitted = []
     for number, position in enumerate(order):
         candidate = candidates[position]
         space = ensemble.pool.spaces[candidate.study][0]
@@ -245,7 +264,17 @@ def final_training(
         outcome = done.problem or f"{done.epochs} epochs in {done.seconds:.0f}s"
         out.write(f"  {candidate.label} ({candidate.family}): {outcome} ({clock.status()})\n")
         out.flush()
-    return refitted
+
+
+def member_speed(candidate, ensemble: BuiltEnsemble, costs: dict[str, ConfigCost]) -> float:
+    """A member's training images/s: as its trial recorded it, else its reference's, else its family's slowest config's."""
+    if candidate.images_per_second:
+        return candidate.images_per_second
+    reference = ensemble.pool.spaces[candidate.study][0].reference_name(candidate.params)
+    if reference in costs:
+        return costs[reference].images_per_second
+    family = [c.images_per_second for c in costs.values() if c.family == candidate.family]
+    return min(family) if family else FALLBACK_IMAGES_PER_SECOND
 
 
 def sampled_members(ensemble: BuiltEnsemble) -> list[str]:
@@ -258,7 +287,7 @@ def sampled_members(ensemble: BuiltEnsemble) -> list[str]:
     return found
 
 
-def submit(spec: AutoSpec, ensemble: BuiltEnsemble, refitted: list[Refitted], plan: Plan, clock: Clock) -> tuple[Path, Path, Path]:
+def submit(spec: AutoSpec, ensemble: BuiltEnsemble, refitted: list[Refitted], plan: Plan, clock: Clock, cut_short: str | None) -> tuple[Path, Path, Path]:
     """The submission from the retrained models where there are any (the proxies elsewhere), saved and written."""
     by_label = {r.label: r for r in refitted if r.state is not None}
     test_probs = ensemble.test_probs.copy()  # (M, T, 10) at each candidate's temperature
@@ -281,6 +310,7 @@ def submit(spec: AutoSpec, ensemble: BuiltEnsemble, refitted: list[Refitted], pl
                 {"member": r.label, "epochs": r.epochs, "seconds": round(r.seconds, 1), "problem": r.problem} for r in refitted
             ],
             "notes": list(plan.notes),
+            "cut_short": cut_short,  # the phase a Ctrl-C cut; None: the run went to its end
         },
     }
     csv_path, json_path = write_submission(spec.out, labels, lineage)
@@ -313,4 +343,6 @@ def print_leaderboard(result: AutoResult, states: list[FamilyState], ensemble: B
         searched = any(state.rounds for state in states)
         out.write("the submission is the portfolio's references" + (" (no sampled config raised the ensemble)" if searched else " (no search ran)") + "\n")
     out.write("time: " + ", ".join(f"{phase} {seconds:.0f}s" for phase, seconds in result.phases.items()) + f"; total {result.seconds:.0f}s\n")
+    if result.cut_short:
+        out.write(f"cut short by Ctrl-C during the {result.cut_short} (the lineage says so)\n")
     out.write(f"wrote {result.submission} and {result.lineage.name}; ensemble saved in {result.saved}" + (f"; report {result.report}" if result.report else "") + "\n")

@@ -218,6 +218,7 @@ def run_portfolio(
             "only_references": (cost.name,),
             "climb_references": plan.searches,
             "trial_timeout": max(1.0, TRIAL_TIME_MARGIN * predicted),
+            "train_until": time.time() + clock.left - plan.final_seconds,  # the budget is a wall, whatever the prediction
         }
         started = clock.used
         summary = run_study(study_run(spec, state, **options), io.StringIO())

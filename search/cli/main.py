@@ -109,4 +109,7 @@ def dispatch(args: argparse.Namespace) -> int:
     # torch, Optuna and Ray load only now, so --help and a mistyped option answer at once
     api = importlib.import_module("search.api")
     outcome = getattr(api, function_name)(**options)
+    if getattr(outcome, "interrupted", False):  # auto cut short: it wrote the best submission it had
+        print("\ninterrupted; the submission is the best of what was complete; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 1 if getattr(outcome, "stopped_early", False) else 0

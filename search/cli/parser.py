@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"hyperband, median: stop a trial between epochs (default: the study's; {PRUNERS[0]} for a new study)",
         choices=PRUNERS,
     )
-    run.add("--sampler", "tpe: model the finished trials; random: the baseline", choices=SAMPLERS)
+    run.add("--sampler", "tpe: model the finished trials; random: the baseline; prior: mutate the best trials (the references first), a third uniform", choices=SAMPLERS)
     run.add("--no-reference", "don't enqueue the space's reference configs first", dest="reference", action="store_false")
     run.add("--artifacts", "artifact store: a directory shared by all nodes, or s3://bucket/prefix (default: beside a SQLite file, else studies/artifacts)", metavar="DIR_OR_URL")
     run.add("--workers", "trials run side by side through Ray (1: in this process)", type=whole_number, metavar="N")

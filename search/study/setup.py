@@ -8,6 +8,7 @@ import optuna
 
 from search.config import DEFAULT_EPOCHS, PRUNERS, RUNG_PRUNER, SAMPLERS
 from search.errors import UserError
+from search.study.prior_sampler import PriorSampler
 from search.study.retries import RetriesFirstStudy
 from search.study.rungs import REDUCTION
 from search.study.trial_attrs import EPOCHS_ATTR
@@ -40,6 +41,8 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
 def make_sampler(seed: int, kind: str = SAMPLERS[0], pruner: str = RUNG_PRUNER) -> optuna.samplers.BaseSampler:
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "prior":
+        return PriorSampler(seed=seed)
     startup = RUNG_TPE_STARTUP_TRIALS if pruner == RUNG_PRUNER else TPE_STARTUP_TRIALS
     # Multivariate TPE over conditional spaces (group) with constant liar for parallel workers.
     return optuna.samplers.TPESampler(seed=seed, group=True, constant_liar=True, n_startup_trials=startup)
