@@ -9,12 +9,12 @@ import pytest
 from search.auto import search as search_module
 from search.auto.budget import Clock
 from search.auto.plan import ConfigCost, Plan
-from search.auto.search import FamilyState, run_portfolio, search
+from search.auto.search import FamilyState, Recorded, run_portfolio, search
 from search.config import AutoSpec
 from search.dispatch.run import RunSummary
 
 
-def fake_studies(monkeypatch, value=lambda run: 0.98, seconds=lambda run: 0.0):
+def fake_studies(monkeypatch, value=lambda run: 0.98, seconds=lambda run: 0.0, completes=lambda name: True):
     runs = []
 
     def fake_run_study(run, out):
@@ -22,9 +22,13 @@ def fake_studies(monkeypatch, value=lambda run: 0.98, seconds=lambda run: 0.0):
         clock_shift[0] += seconds(run)
         return RunSummary(run.study, run.storage, "", {"complete": 1}, 0, value(run), None)
 
+    def fake_recorded(storage, studies, device):  # every reference a fake study ran completed
+        return {name: Recorded(run.space, value(run), None) for run, _ in runs for name in run.only_references or () if completes(name)}
+
     clock_shift = [0.0]
     monkeypatch.setattr(search_module, "run_study", fake_run_study)
     monkeypatch.setattr(search_module, "finished_trials", lambda storage, study: 0)
+    monkeypatch.setattr(search_module, "recorded_references", fake_recorded)
     return runs, clock_shift
 
 
@@ -63,6 +67,16 @@ def test_the_portfolio_trains_its_configs_in_order_one_at_a_time_rereading_their
     assert [run.train_until - started for run, started in runs] == pytest.approx([1_970, 1_670, 1_481], abs=1)
     assert "leaving out big-kernel (cnn): a 2-epoch proxy would take 216s at 350 images/s, over the 31s left" in out.getvalue()
     assert len(reads) >= 4  # the plan is re-read after every trial
+
+
+def test_a_reference_cut_by_its_time_limit_is_not_counted_trained_and_the_next_may_take_the_first_ones_room(monkeypatch):
+    runs, shift = fake_studies(monkeypatch, seconds=lambda run: 100.0, completes=lambda name: name != "stn-cnn")
+    costs = lambda: [ConfigCost("stn", "stn-cnn", 280.0), ConfigCost("cnn", "bn-cnn", 400.0)]  # noqa: E731
+    plan = Plan(usable=1_000, portfolio_seconds=250, search_seconds=0, refit_seconds=720, final_seconds=30, epochs=2, notes=())
+    states = {f: FamilyState(f, f"auto-{f}", 2) for f in ("stn", "cnn")}
+    trained = run_portfolio(AutoSpec(spaces="stn,cnn"), plan, states, ShiftedClock(1_000, shift), io.StringIO(), 37_800, costs, done=set())
+    # bn-cnn's 189 s exceed the 150 s left, but with no model trained yet it may take up to half the usable time
+    assert trained == ["bn-cnn"] and [run.only_references for run, _ in runs] == [("stn-cnn",), ("bn-cnn",)]
 
 
 def test_a_resumed_portfolio_does_not_train_a_completed_reference_again(monkeypatch):

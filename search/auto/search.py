@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from search.auto.budget import Clock
 from search.auto.plan import ConfigCost, Plan, fits_portfolio, round_share, rounds_for, survivors
 from search.config import AutoSpec, RunSpec
-from search.dispatch.run import run_study
+from search.dispatch.run import RunSummary, run_study
 from search.study.setup import EPOCHS_STUDY_ATTR
 from search.study.states import FINISHED
 from search.study.storage import open_storage
@@ -177,7 +177,7 @@ def study_run(spec: AutoSpec, state: FamilyState, **options) -> RunSpec:
     )
 
 
-def report_slice(state: FamilyState, summary, clock: Clock, out: TextIO, what: str) -> None:
+def report_slice(state: FamilyState, summary: RunSummary, clock: Clock, out: TextIO, what: str) -> None:
     state.best = summary.best_value
     out.write(
         f"  {what}: {summary.counts.get('complete', 0)} complete, {summary.counts.get('pruned', 0)} pruned, "
@@ -224,7 +224,8 @@ def run_portfolio(
         summary = run_study(study_run(spec, state, **options), io.StringIO())
         state.seconds += clock.used - started
         report_slice(state, summary, clock, out, f"{cost.name}, {state.epochs} epochs, {clock.used - started:.0f}s (planned {predicted:.0f}s)")
-        trained.append(cost.name)
+        if cost.name in recorded_references(spec.storage, {state.family: state.study}, ""):
+            trained.append(cost.name)
     return trained
 
 
