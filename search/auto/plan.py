@@ -120,12 +120,9 @@ def plan_budget(left: float, costs: Sequence[ConfigCost], train_images: int, all
     final = min(FINAL_SECONDS, FINAL_SHARE * left)
     usable = left - final
     notes = []
-    if refit:
-        portfolio = PORTFOLIO_SHARE * usable
-        search_seconds = usable - portfolio - min(usable - portfolio, refit_claim(costs, all_images))
-    else:  # the final training's share goes to the search, or to longer proxies
-        portfolio = PORTFOLIO_SHARE * usable
-        search_seconds = usable - portfolio
+    portfolio = PORTFOLIO_SHARE * usable
+    # without a final training its share goes to the search, or to longer proxies
+    search_seconds = usable - portfolio - (min(usable - portfolio, refit_claim(costs, all_images)) if refit else 0.0)
     if not search:
         notes.append("no search (--no-search)")
         search_seconds = 0.0

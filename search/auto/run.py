@@ -81,8 +81,9 @@ def run_auto(spec: AutoSpec, out: TextIO | None = None) -> AutoResult:
         family: FamilyState(family, study, recorded_epochs(spec.storage, study) or plan.epochs, best=study_best(spec.storage, study))
         for family, study in studies.items()
     }
-    print_plan(plan, costs.costs(recorded), recorded, prepared.digits.source, train_images, clock, out)
-    left_out = families_left_out(costs.costs(recorded), plan, train_images, set(recorded))
+    planned = costs.costs(recorded)
+    print_plan(plan, planned, recorded, prepared.digits.source, train_images, clock, out)
+    left_out = families_left_out(planned, plan, train_images, set(recorded))
     for reason in left_out.values():
         out.write(f"  left out: {reason}\n")
     costs.leave_out(set(left_out))

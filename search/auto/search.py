@@ -200,11 +200,12 @@ def run_portfolio(
     time left at the speeds measured so far (re-read after every trial); `done` (already trained) are skipped.
     Returns the references trained, by this run or an earlier one."""
     ends = clock.used + plan.portfolio_seconds
-    trained = [c.name for c in costs() if c.name in done]
+    current = costs()
+    trained = [c.name for c in current if c.name in done]
     if trained:
         out.write(f"  already trained by an earlier run: {', '.join(trained)}\n")
-    for position in range(len(costs())):
-        cost = costs()[position]  # re-planned with every speed measured so far
+    for position in range(len(current)):
+        cost = current[position]
         if cost.name in done:
             continue
         state = states[cost.family]
@@ -226,6 +227,7 @@ def run_portfolio(
         report_slice(state, summary, clock, out, f"{cost.name}, {state.epochs} epochs, {clock.used - started:.0f}s (planned {predicted:.0f}s)")
         if cost.name in recorded_references(spec.storage, {state.family: state.study}, ""):
             trained.append(cost.name)
+        current = costs()  # re-planned with the speed this trial measured
     return trained
 
 
