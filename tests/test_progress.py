@@ -101,5 +101,6 @@ def test_a_run_on_a_terminal_shows_each_epoch_of_the_running_trial(tmp_path):
     space = str(Path(__file__).parent / "fixtures" / "my_space.py")
     run_study(RunSpec(space=space, trials=1, epochs=2, limit=200, storage=f"sqlite:///{tmp_path}/s.db"), out)
     live = [part for part in out.getvalue().split("\r") if part.startswith("trial 0 mlp epoch")]
-    assert [part.split(" val ")[0] for part in live] == ["trial 0 mlp epoch 1/2 on 180 rows", "trial 0 mlp epoch 2/2 on 180 rows"]
+    assert [part.split(" val ")[0].split(",")[0] for part in live] == ["trial 0 mlp epoch 1/2 on 180 rows", "trial 0 mlp epoch 2/2 on 180 rows"]
+    assert " val " not in live[0] and " val " in live[1]  # a rung validates only its last epoch
     assert all("images/s" in part for part in live)

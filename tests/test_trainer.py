@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from unittest import mock
 
 import numpy as np
@@ -270,6 +271,23 @@ def test_train_reports_every_epoch(data: TrainingData) -> None:
     np.testing.assert_allclose(result.val_probs.sum(axis=1), 1, atol=1e-4)
     assert result.val_accuracy == reports[-1].val_accuracy and result.val_loss == reports[-1].val_loss
     assert result.device == "cpu"
+
+
+def test_a_run_judged_on_its_end_validates_once_and_predicts_no_test_digits(data: TrainingData) -> None:
+    reports: list[EpochReport] = []
+    result = train(tiny_cnn(), data, FAST, epochs=3, on_epoch=reports.append, validate_every_epoch=False, predict_test=False)
+    assert [(r.val_loss, r.val_accuracy) for r in reports[:2]] == [(None, None), (None, None)]
+    assert result.val_accuracy == reports[-1].val_accuracy is not None and result.val_probs.shape == (300, 10)
+    assert result.test_probs is None
+    # the same run, judged every epoch, ends where it did: skipping a pass changes no weights
+    full = train(tiny_cnn(), data, FAST, epochs=3)
+    assert full.val_accuracy == result.val_accuracy and full.val_loss == result.val_loss
+
+
+def test_the_plateau_schedule_validates_every_epoch_since_it_steps_on_the_validation_loss(data: TrainingData) -> None:
+    reports: list[EpochReport] = []
+    train(tiny_cnn(), data, replace(FAST, schedule="plateau"), epochs=2, on_epoch=reports.append, validate_every_epoch=False)
+    assert all(r.val_loss is not None for r in reports)
 
 
 def test_a_learnable_problem_is_learned(data: TrainingData) -> None:

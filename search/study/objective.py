@@ -184,7 +184,8 @@ def _train_trial(trial: optuna.Trial, context: TrialContext) -> float:
             check_can_finish(trial, pace, flops, rung, time_left)
         if context.rung_data is not None:
             trial.set_user_attr(RUNG_ATTR, f"{rung.rows} rows x {rung.epochs} epochs")
-        result = _train_rung(trial, context, model.to(device), candidate.train, rung, seed, images, started, time_left)
+        last = index == len(rungs) - 1
+        result = _train_rung(trial, context, model.to(device), candidate.train, rung, seed, images, started, time_left, last)
         images += rung.images
         if context.rung_data is not None:
             trial.report(result.val_accuracy, rung.step)  # the last rung's too: the report draws every rung
@@ -208,8 +209,13 @@ def _train_rung(
     images_before: int,
     started: float,
     time_left: float | None,
+    last: bool,
 ) -> TrainResult:
-    """One complete training of `rung`; with an epoch pruner (no rung data) every epoch is reported and may end the trial."""
+    """One complete training of `rung`; with an epoch pruner (no rung data) every epoch is reported and may end the trial.
+
+    A rung is judged on its end alone: it validates only after its last epoch, and only the last rung,
+    whose predictions are stored, predicts the test digits.
+    """
     by_epoch = context.rung_data is None
     data = context.data if by_epoch else context.rung_data.rows(rung.rows)
 
@@ -225,4 +231,7 @@ def _train_rung(
             if report.epoch < context.epochs and trial.should_prune():
                 raise optuna.TrialPruned(f"val accuracy {report.val_accuracy:.4f} at epoch {report.epoch}")
 
-    return train(model, data, config, epochs=rung.epochs, seed=seed, on_epoch=on_epoch, time_limit=time_left)
+    return train(
+        model, data, config, epochs=rung.epochs, seed=seed, on_epoch=on_epoch, time_limit=time_left,
+        validate_every_epoch=by_epoch, predict_test=last,
+    )

@@ -121,7 +121,8 @@ class RunningTrial:
         if self.epoch is None:
             return f"{where} in epoch 1/{self.epochs}"
         rows = "" if self.rows is None else f" on {self.rows}"
-        return f"{where} epoch {self.epoch}/{self.epochs}{rows} val {self.val_accuracy:.2%}{speed}"
+        accuracy = "" if self.val_accuracy is None else f" val {self.val_accuracy:.2%}"
+        return f"{where} epoch {self.epoch}/{self.epochs}{rows}{accuracy}{speed}"
 
 
 class Progress:

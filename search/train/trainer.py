@@ -96,8 +96,8 @@ class TrainingData:
 class EpochReport:
     epoch: int  # 1-based
     train_loss: float  # mean over the epoch's steps, with label smoothing
-    val_loss: float  # plain cross-entropy
-    val_accuracy: float  # 0..1
+    val_loss: float | None  # plain cross-entropy; None: this epoch was not validated
+    val_accuracy: float | None  # 0..1; None: this epoch was not validated
     seconds: float  # wall time of training and validation so far (not setup, not on_epoch)
     images_per_second: float  # training images per second of training steps so far
 
@@ -106,7 +106,7 @@ class EpochReport:
 class TrainResult:
     model: nn.Module
     val_probs: np.ndarray  # (V, 10) float32 softmax of the final model
-    test_probs: np.ndarray  # (T, 10) float32
+    test_probs: np.ndarray | None  # (T, 10) float32; None when not asked for
     val_accuracy: float
     val_loss: float
     history: list[EpochReport]
@@ -165,8 +165,15 @@ def train(
     seed: int = 0,
     on_epoch: Callable[[EpochReport], None] | None = None,
     time_limit: float | None = None,
+    validate_every_epoch: bool = True,
+    predict_test: bool = True,
 ) -> TrainResult:
     """Train `model` for `epochs` epochs, validating after each and calling on_epoch(report).
+
+    A run judged only on its end (a screening rung) saves the passes it does not use: with
+    `validate_every_epoch` False only the last epoch is validated (every epoch still is under the
+    plateau schedule, which steps on the validation loss), and with `predict_test` False the test
+    digits are not predicted (`test_probs` is None).
 
     Deterministic on CPU for a given seed (shuffling, augmentation and dropout draw from it; the
     caller seeds the model's initialisation). Raises Diverged on a NaN/inf loss; an exception
@@ -181,7 +188,8 @@ def train(
     plan = ComputePlan.for_model(model, device)
     plan.prepare(model)
     with _fast_dropout(model, device):
-        return _train(model, data, config, plan, epochs, seed, on_epoch, time_limit)
+        validated = range(1, epochs + 1) if validate_every_epoch or config.schedule == "plateau" else (epochs,)
+        return _train(model, data, config, plan, epochs, seed, on_epoch, time_limit, frozenset(validated), predict_test)
 
 
 def _train(
@@ -193,6 +201,8 @@ def _train(
     seed: int,
     on_epoch: Callable[[EpochReport], None] | None,
     time_limit: float | None,
+    validated: frozenset[int],
+    predict_test: bool,
 ) -> TrainResult:
     device = plan.device
     generator = torch.Generator(device).manual_seed(seed)
@@ -210,23 +220,25 @@ def _train(
             train_loss, images = _train_epoch(model, data, config, plan, optimizer, scheduler, generator, epoch, deadline)
             step_seconds += time.perf_counter() - started
             images_seen += images
-            val_logits = _logits(model, data.val_images, plan)  # (V, 10)
-            val_loss, val_accuracy = _loss_and_accuracy(val_logits, data.val_labels)
-            if not math.isfinite(val_loss):
-                raise Diverged(f"validation loss became {val_loss} after epoch {epoch}")
-            if config.schedule == "plateau":
-                scheduler.step(val_loss)
+            val_loss = val_accuracy = None
+            if epoch in validated:
+                val_logits = _logits(model, data.val_images, plan)  # (V, 10)
+                val_loss, val_accuracy = _loss_and_accuracy(val_logits, data.val_labels)
+                if not math.isfinite(val_loss):
+                    raise Diverged(f"validation loss became {val_loss} after epoch {epoch}")
+                if config.schedule == "plateau":
+                    scheduler.step(val_loss)
             seconds += time.perf_counter() - started
             report = EpochReport(epoch, train_loss, val_loss, val_accuracy, seconds, images_seen / step_seconds)
             history.append(report)
             if on_epoch is not None:
                 on_epoch(report)
 
-    test_logits = _logits(model, data.test_images, plan)  # (T, 10)
+    test_probs = _probabilities(_logits(model, data.test_images, plan)) if predict_test else None  # (T, 10)
     return TrainResult(
         model=model,
         val_probs=_probabilities(val_logits),
-        test_probs=_probabilities(test_logits),
+        test_probs=test_probs,
         val_accuracy=val_accuracy,
         val_loss=val_loss,
         history=history,
