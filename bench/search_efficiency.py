@@ -4,12 +4,15 @@
 - hyperband: the old default, TPE (10 random start-up trials) + Hyperband on epochs, references first;
 - rungs: the new default, TPE + successive halving over complete trainings on 1/9, 1/3 and all of
   the images (search.study.rungs), references first;
-- rungs-random: the same rungs and references with random sampling, to see what TPE adds.
+- rungs-random: the same rungs and references with random sampling, to see what TPE adds;
+- rungs-prior: the same rungs and references with the prior sampler (search.study.prior_sampler):
+  mutations of the best completed trials, the references first, and a third uniform draws.
 
 For each searcher and seed it prints the best validation accuracy reached by each time (only
 trials that ended within the budget count), the best sampled (non-reference) trial, when each
-reached the best reference's accuracy and random search's final best, and the training images
-spent until its best trial ended against what the unpruned random search spent in all. It writes
+reached the best reference's accuracy and the --baseline searcher's final best (random search's
+by default), and the training images spent until its best trial ended against what the baseline
+spent in all. It writes
 the curves as a plotly figure (search_efficiency.html) and the figures as JSON to --out.
 
     .venv/bin/python bench/search_efficiency.py --data ../shared/data/digit-recognizer --limit 10000 \\
@@ -43,6 +46,7 @@ SEARCHERS = {
     "hyperband": {"sampler": "tpe", "pruner": "hyperband", "reference": True},
     "rungs": {"sampler": "tpe", "pruner": "rungs", "reference": True},
     "rungs-random": {"sampler": "random", "pruner": "rungs", "reference": True},
+    "rungs-prior": {"sampler": "prior", "pruner": "rungs", "reference": True},
 }
 ENDLESS = 1_000_000
 
@@ -125,18 +129,19 @@ def mean(values: list[float | None]) -> float | None:
     return statistics.fmean(known) if len(known) == len(values) and known else None
 
 
-def report(outcomes: list[Outcome], budget: float) -> str:
+def report(outcomes: list[Outcome], budget: float, baseline: str) -> str:
+    """The table, then a line per searcher; `baseline` is the searcher whose final best the others race to."""
     lines = [
         f"{'searcher':<12} {'seed':>4} {'trials':>6} {'done':>5} {'best':>7} {'sampled':>8} {'ref':>7} "
-        f"{'t(ref)':>7} {'t(rand)':>8} {'img->best':>9} {'img all':>8}"
+        f"{'t(ref)':>7} {'t(base)':>8} {'img->best':>9} {'img all':>8}"
     ]
-    random_best = {o.seed: o.best for o in outcomes if o.searcher == "random"}
-    random_images = {o.seed: o.images_total for o in outcomes if o.searcher == "random"}
+    base_best = {o.seed: o.best for o in outcomes if o.searcher == baseline}
+    base_images = {o.seed: o.images_total for o in outcomes if o.searcher == baseline}
     reference_best = {o.seed: max((x.best_reference or 0.0) for x in outcomes if x.seed == o.seed) or None for o in outcomes}
     for o in outcomes:
         lines.append(
             f"{o.searcher:<12} {o.seed:>4} {o.trials:>6} {o.complete:>5} {fmt(o.best):>7} {fmt(o.best_sampled):>8} {fmt(o.best_reference):>7} "
-            f"{fmt(o.time_to(reference_best[o.seed]), 's'):>7} {fmt(o.time_to(random_best.get(o.seed)), 's'):>8} "
+            f"{fmt(o.time_to(reference_best[o.seed]), 's'):>7} {fmt(o.time_to(base_best.get(o.seed)), 's'):>8} "
             f"{fmt(o.images_to_best, 'img'):>9} {fmt(o.images_total, 'img'):>8}"
         )
     lines.append("")
@@ -144,13 +149,13 @@ def report(outcomes: list[Outcome], budget: float) -> str:
         mine = [o for o in outcomes if o.searcher == searcher]
         if not mine:
             continue
-        to_random = [o.time_to(random_best.get(o.seed)) for o in mine]
-        images = [None if o.images_to_best is None or not random_images.get(o.seed) else o.images_to_best / random_images[o.seed] for o in mine]
+        to_base = [o.time_to(base_best.get(o.seed)) for o in mine]
+        images = [None if o.images_to_best is None or not base_images.get(o.seed) else o.images_to_best / base_images[o.seed] for o in mine]
         lines.append(
             f"{searcher:<12} mean best {fmt(mean([o.best for o in mine]))}, best sampled {fmt(mean([o.best_sampled for o in mine]))}; "
-            f"reaches random's final best in {fmt(mean(to_random), 's')} of {budget:.0f}s "
-            f"({'-' if mean(to_random) is None else f'{mean(to_random) / budget:.2f}'} of the budget); "
-            f"images until its best / random's images: {'-' if mean(images) is None else f'{mean(images):.2f}'}"
+            f"reaches {baseline}'s final best in {fmt(mean(to_base), 's')} of {budget:.0f}s "
+            f"({'-' if mean(to_base) is None else f'{mean(to_base) / budget:.2f}'} of the budget); "
+            f"images until its best / {baseline}'s images: {'-' if mean(images) is None else f'{mean(images):.2f}'}"
         )
     return "\n".join(lines)
 
@@ -179,6 +184,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=300, help="wall seconds per searcher and seed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--searchers", nargs="+", choices=sorted(SEARCHERS), default=list(SEARCHERS))
+    parser.add_argument("--baseline", choices=sorted(SEARCHERS), default="random", help="the searcher whose final best the others race to")
     parser.add_argument("--out", help="folder for the studies, logs, figure and JSON (default: a new temporary one)")
     args = parser.parse_args()
     work = Path(args.out or tempfile.mkdtemp(prefix="search-efficiency-"))
@@ -192,7 +198,7 @@ def main() -> None:
             result = run_one(searcher, seed, args, work)
             outcomes.append(result)
             print(f"  {searcher} seed {seed}: {result.trials} trials, best {fmt(result.best)}, best sampled {fmt(result.best_sampled)}", flush=True)
-    text = report(outcomes, args.budget)
+    text = report(outcomes, args.budget, args.baseline)
     print(text)
     (work / "search_efficiency.json").write_text(json.dumps([asdict(o) for o in outcomes], indent=1))
     write_figure(outcomes, args.budget, work / "search_efficiency.html")
