@@ -13,6 +13,7 @@ import pytest
 import ray
 from optuna.trial import TrialState
 
+from search.study import optuna_internals as internals
 from search.study.trial_attrs import PRUNED_REASON_ATTR, RETRY_OF_ATTR
 from search.study.storage import open_storage
 from search.config import RunSpec
@@ -207,10 +208,10 @@ def test_a_config_whose_worker_dies_twice_is_failed_for_good_and_the_study_goes_
     run = spec(f"sqlite:///{tmp_path}/s.db", tmp_path, space=str(space), trials=2, epochs=1, reference=True, workers=1, address="auto")
     run_study(run)
     trials = trials_of(run)
-    killer = [t for t in trials if t.system_attrs.get("fixed_params", t.params).get("oom.x") == 0]
+    killer = [t for t in trials if (internals.queued_params(t) or t.params).get("oom.x") == 0]
     assert [t.state for t in killer] == [TrialState.FAIL, TrialState.FAIL]  # the first attempt and one retry, no more
     assert killer[1].user_attrs[RETRY_OF_ATTR] == killer[0].number and "worker lost" in killer[0].user_attrs["fail_reason"]
     assert killer[1].user_attrs["fail_reason"].startswith(f"process died 2 times with these params (trials {killer[0].number}, {killer[1].number})")
     assert len(finished(trials)) == 2 and not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     run_study(RunSpec(**{**run.__dict__, "trials": 3}))  # a later run does not try it again
-    assert len([t for t in trials_of(run) if t.system_attrs.get("fixed_params", t.params).get("oom.x") == 0]) == 2
+    assert len([t for t in trials_of(run) if (internals.queued_params(t) or t.params).get("oom.x") == 0]) == 2

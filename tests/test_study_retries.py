@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 from search.config import RunSpec
 from search.dispatch.run import run_study
+from search.study import optuna_internals as internals
 from search.study.retries import (
     MAX_PROCESS_LOSSES,
     RetriesFirstStudy,
@@ -77,7 +78,7 @@ def running_trial(study, storage, params=None, **attrs):
         study.enqueue_trial(params)
     trial = study.ask()
     for key, value in attrs.items():
-        storage.set_trial_user_attr(trial._trial_id, key, value)
+        storage.set_trial_user_attr(internals.trial_id(trial), key, value)
     return trial
 
 
@@ -87,56 +88,50 @@ def dead_pid() -> int:
     return process.pid
 
 
-def test_the_retry_hook_overrides_optunas_own():
-    # RetriesFirstStudy replaces the method study.ask uses to take a waiting trial; if Optuna renamed it,
-    # retries would silently run in queue order again
-    assert "_pop_waiting_trial_id" in vars(optuna.Study)
-
-
 def test_retries_run_before_trials_queued_earlier(study):
     study, storage = study
     cut = running_trial(study, storage, {"x": 3})
     study.enqueue_trial({"x": 1})
     study.enqueue_trial({"x": 2})
     study.enqueue_trial({"x": 4}, user_attrs={RETRY_OF_ATTR: 99})
-    assert fail_cut_trial(study, storage, cut._trial_id, INTERRUPTED, process_lost=False)
+    assert fail_cut_trial(study, storage, internals.trial_id(cut), INTERRUPTED, process_lost=False)
     order = [study.ask() for _ in range(4)]
     assert [t.user_attrs.get(RETRY_OF_ATTR) for t in order] == [99, cut.number, None, None]  # retries in queue order, then the rest
-    assert [storage.get_trial(t._trial_id).system_attrs["fixed_params"] for t in order[2:]] == [{"x": 1}, {"x": 2}]
+    assert [internals.queued_params(storage.get_trial(internals.trial_id(t))) for t in order[2:]] == [{"x": 1}, {"x": 2}]
 
 
 def test_a_config_whose_process_died_twice_is_failed_for_good_and_the_study_goes_on(study):
     study, storage = study
     first = running_trial(study, storage, {"x": 7})
-    assert fail_cut_trial(study, storage, first._trial_id, "worker lost: WorkerCrashedError", process_lost=True)
+    assert fail_cut_trial(study, storage, internals.trial_id(first), "worker lost: WorkerCrashedError", process_lost=True)
     retry = study.ask()  # the retry, popped from the queue
     assert retry.user_attrs[RETRY_OF_ATTR] == first.number
-    assert fail_cut_trial(study, storage, retry._trial_id, "worker lost: WorkerCrashedError", process_lost=True)
-    again = storage.get_trial(retry._trial_id)
+    assert fail_cut_trial(study, storage, internals.trial_id(retry), "worker lost: WorkerCrashedError", process_lost=True)
+    again = storage.get_trial(internals.trial_id(retry))
     assert again.state == TrialState.FAIL and again.user_attrs[PROCESS_LOST_ATTR]
     assert again.user_attrs[FAIL_REASON_ATTR].startswith(f"process died {MAX_PROCESS_LOSSES} times with these params (trials {first.number}, {retry.number}), not retried")
     assert not study.get_trials(states=(TrialState.WAITING,))  # nothing queued: the next trial is sampled
-    assert "fixed_params" not in storage.get_trial(study.ask()._trial_id).system_attrs
+    assert internals.queued_params(storage.get_trial(internals.trial_id(study.ask()))) == {}
 
 
 def test_an_interrupt_does_not_count_towards_the_bound(study):
     study, storage = study
     first = running_trial(study, storage, {"x": 7})
-    fail_cut_trial(study, storage, first._trial_id, INTERRUPTED, process_lost=False)
+    fail_cut_trial(study, storage, internals.trial_id(first), INTERRUPTED, process_lost=False)
     second = study.ask()
-    fail_cut_trial(study, storage, second._trial_id, "worker lost", process_lost=True)
+    fail_cut_trial(study, storage, internals.trial_id(second), "worker lost", process_lost=True)
     third = study.ask()
     assert third.user_attrs[RETRY_OF_ATTR] == second.number  # one death so far: retried
-    assert storage.get_trial(third._trial_id).system_attrs["fixed_params"] == {"x": 7}
+    assert internals.queued_params(storage.get_trial(internals.trial_id(third))) == {"x": 7}
 
 
 def test_settling_a_trial_twice_queues_one_retry(study):
     study, storage = study
     trial = running_trial(study, storage, {"x": 7})
-    assert fail_cut_trial(study, storage, trial._trial_id, "worker lost", process_lost=True)
-    assert not fail_cut_trial(study, storage, trial._trial_id, "its process is gone", process_lost=True)
+    assert fail_cut_trial(study, storage, internals.trial_id(trial), "worker lost", process_lost=True)
+    assert not fail_cut_trial(study, storage, internals.trial_id(trial), "its process is gone", process_lost=True)
     assert len(study.get_trials(states=(TrialState.WAITING,))) == 1
-    assert storage.get_trial(trial._trial_id).user_attrs[FAIL_REASON_ATTR] == "worker lost"
+    assert storage.get_trial(internals.trial_id(trial)).user_attrs[FAIL_REASON_ATTR] == "worker lost"
 
 
 def test_reconcile_fails_trials_whose_process_on_this_machine_is_gone(study):
@@ -153,24 +148,24 @@ def test_reconcile_fails_trials_whose_process_on_this_machine_is_gone(study):
         alive.wait()
     assert settled == [never_started.number, reference.number]
     for trial in (never_started, reference):
-        frozen = storage.get_trial(trial._trial_id)
+        frozen = storage.get_trial(internals.trial_id(trial))
         assert frozen.state == TrialState.FAIL and "is gone" in frozen.user_attrs[FAIL_REASON_ATTR]
-    assert storage.get_trial(live._trial_id).state == TrialState.RUNNING  # another live run's trial is left alone
+    assert storage.get_trial(internals.trial_id(live)).state == TrialState.RUNNING  # another live run's trial is left alone
     (retry,) = study.get_trials(states=(TrialState.WAITING,))
-    assert retry.user_attrs[RETRY_OF_ATTR] == reference.number and retry.system_attrs["fixed_params"] == {"x": 5}
+    assert retry.user_attrs[RETRY_OF_ATTR] == reference.number and internals.queued_params(retry) == {"x": 5}
 
 
 def test_reconcile_waits_the_grace_period_for_trials_of_other_machines(study):
     study, storage = study
     silent = running_trial(study, storage, {"x": 1}, hostname="elsewhere", pid=1)  # no heartbeat ever
     beating = running_trial(study, storage, {"x": 2}, hostname="elsewhere", pid=1)
-    record_heartbeats(storage, [beating._trial_id])
+    record_heartbeats(storage, [internals.trial_id(beating)])
     assert reconcile_lost_trials(study, storage) == []  # within the 90 s grace period: may still run
-    assert reconcile_lost_trials(study, storage, running_here=[silent._trial_id, beating._trial_id], grace=0) == []
-    assert reconcile_lost_trials(study, storage, running_here=[beating._trial_id], grace=0) == [silent.number]
-    assert "no heartbeat in the" in storage.get_trial(silent._trial_id).user_attrs[FAIL_REASON_ATTR]
+    assert reconcile_lost_trials(study, storage, running_here=[internals.trial_id(silent), internals.trial_id(beating)], grace=0) == []
+    assert reconcile_lost_trials(study, storage, running_here=[internals.trial_id(beating)], grace=0) == [silent.number]
+    assert "no heartbeat in the" in storage.get_trial(internals.trial_id(silent)).user_attrs[FAIL_REASON_ATTR]
     assert reconcile_lost_trials(study, storage, grace=-1) == [beating.number]  # its heartbeat is older than the grace
-    assert "no heartbeat for" in storage.get_trial(beating._trial_id).user_attrs[FAIL_REASON_ATTR]
+    assert "no heartbeat for" in storage.get_trial(internals.trial_id(beating)).user_attrs[FAIL_REASON_ATTR]
 
 
 def test_a_trial_cut_by_ctrl_c_is_retried_first_on_resume(tmp_path):
@@ -198,7 +193,7 @@ def test_a_live_pid_does_not_hide_a_stale_heartbeat(study):
     alive = subprocess.Popen(["sleep", "60"])  # e.g. the pid of a dead run, reused by another program
     try:
         trial = running_trial(study, storage, {"x": 1}, hostname=socket.gethostname(), pid=alive.pid)
-        record_heartbeats(storage, [trial._trial_id])
+        record_heartbeats(storage, [internals.trial_id(trial)])
         assert reconcile_lost_trials(study, storage) == []
         assert reconcile_lost_trials(study, storage, grace=-1) == [trial.number]
     finally:

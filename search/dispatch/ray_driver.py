@@ -26,6 +26,7 @@ from search.config import RUNG_PRUNER, RunSpec, TrialJob
 from search.dispatch.ray_worker import run_trial
 from search.errors import UserError
 from search.study.progress import Progress, RunningTrial
+from search.study import optuna_internals as internals
 from search.study.retries import fail_cut_trial, reconcile_lost_trials, record_heartbeats, record_owner
 from search.study.states import FINISHED
 from search.study.storage import HEARTBEAT_SECONDS, parse_storage_url, retry_on_database_errors
@@ -186,9 +187,10 @@ class ParallelRun:
     def launch(self) -> None:
         trial = retry_on_database_errors(self.study.ask)
         # tied to this driver until its worker starts: a run that finds it RUNNING can tell whether we live
-        retry_on_database_errors(lambda: record_owner(self.storage, trial._trial_id))
-        ref = self.remote.remote(self.job, trial._trial_id, trial.number, self.arrays)
-        self.in_flight[ref] = trial._trial_id
+        trial_id = internals.trial_id(trial)
+        retry_on_database_errors(lambda: record_owner(self.storage, trial_id))
+        ref = self.remote.remote(self.job, trial_id, trial.number, self.arrays)
+        self.in_flight[ref] = trial_id
 
     def keep_alive(self) -> None:
         """Every heartbeat interval: refresh the heartbeats of our trials (one may still wait for a worker,

@@ -11,11 +11,11 @@ import numpy as np
 import optuna
 import ray
 import torch
-from optuna.storages._heartbeat import get_heartbeat_thread  # stable since Optuna 2.9; no public twin
 from optuna.trial import TrialState
 
 from search.config import TrialJob
 from search.study.objective import TrialContext, make_objective
+from search.study.optuna_internals import heartbeat_thread, study_storage
 from search.study.progress import quiet_optuna
 from search.study.setup import make_pruner, make_sampler
 from search.study.storage import open_storage, retry_on_database_errors
@@ -83,7 +83,7 @@ def run_trial(job: TrialJob, trial_id: int, trial_number: int, arrays: dict[str,
     if gpu_ids:
         trial.set_user_attr("gpu_ids", list(gpu_ids))
     objective = make_objective(context)
-    with get_heartbeat_thread(trial_id, study._storage):
+    with heartbeat_thread(trial_id, study_storage(study)):
         try:
             value = objective(trial)
         except optuna.TrialPruned:

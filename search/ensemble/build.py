@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 import numpy as np
 import torch
-from optuna.artifacts._protocol import ArtifactStore
+from search.study.optuna_internals import ArtifactStore
 
 from search.config import DEFAULT_ENSEMBLES, METHODS, EnsembleSpec
 from search.ensemble.candidates import (

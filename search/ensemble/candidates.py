@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
-from optuna.artifacts._protocol import ArtifactStore
+from search.study.optuna_internals import ArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 

@@ -18,7 +18,7 @@ import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
-from optuna.artifacts._protocol import ArtifactStore  # the protocol every store implements
+from search.study.optuna_internals import ArtifactStore
 
 from search.errors import UserError
 from search.io import write_atomically

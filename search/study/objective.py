@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
-from optuna.artifacts._protocol import ArtifactStore
+from search.study.optuna_internals import ArtifactStore
 from optuna.trial import TrialState
 from torch import nn
 

@@ -23,6 +23,8 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from search.study.optuna_internals import study_id
+
 EXPLORE = 1 / 3  # PriorBand's share of uniform draws
 TOP = 3  # incumbents a mutation may start from
 MUTATION_RATE = 0.5
@@ -62,7 +64,7 @@ class PriorSampler(optuna.samplers.BaseSampler):
 
     def _base(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any] | None:
         """The params this trial mutates, or None when it explores (decided once a trial)."""
-        key = (study._study_id, trial.number)
+        key = (study_id(study), trial.number)
         if key not in self._bases:
             rng = self._rng(trial.number, "")
             incumbents = best_trials(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), self.top)

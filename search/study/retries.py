@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
 import optuna
 import sqlalchemy
-from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages._rdb import models  # the heartbeat table, which Optuna reads only to fail stale trials
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.orm import Session
+
+from search.study import optuna_internals as internals
 
 from search.study.storage import GRACE_SECONDS
 from search.study.trial_attrs import (
@@ -36,30 +36,20 @@ MAX_PROCESS_LOSSES = 2  # a config whose process died this many times is not que
 MAX_REASON_CHARS = 500
 
 
-class RetriesFirstStudy(optuna.Study):
+class RetriesFirstStudy(internals.WaitingOrderStudy):
     """A study whose queue hands out retries before other waiting trials (references, enqueued configs).
 
     Optuna pops waiting trials in the order they were queued, so the retry of a trial cut short
-    would wait behind every reference queued before it. This overrides the one hook that picks the
-    next waiting trial (`Study._pop_waiting_trial_id`, the same in Optuna 4 and 5, pinned by a test);
-    study.ask and study.optimize both go through it.
+    would wait behind every reference queued before it.
     """
 
-    def _pop_waiting_trial_id(self) -> int | None:
-        waiting = self._storage.get_all_trials(self._study_id, deepcopy=False, states=(TrialState.WAITING,))
-        for trial in sorted(waiting, key=lambda t: RETRY_OF_ATTR not in t.user_attrs):  # stable: queue order otherwise
-            try:
-                # False or UpdateFinishedTrialError: another process took this trial first
-                if self._storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
-                    return trial._trial_id
-            except UpdateFinishedTrialError:
-                continue
-        return None
+    def waiting_order(self, waiting: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+        return sorted(waiting, key=lambda t: RETRY_OF_ATTR not in t.user_attrs)  # stable: queue order otherwise
 
 
 def config_of(trial: FrozenTrial) -> dict[str, Any]:
     """The params a trial trains: its suggested ones, or, before it suggested any, those it was queued with."""
-    return dict(trial.params) or dict(trial.system_attrs.get("fixed_params") or {})
+    return dict(trial.params) or internals.queued_params(trial)
 
 
 def enqueue_retry(study: optuna.Study, trial: FrozenTrial) -> bool:
@@ -164,14 +154,14 @@ def reconcile_lost_trials(
     heartbeats fresh and are left alone; `running_here` are trial ids this process runs itself.
     """
     grace = float(grace if grace is not None else storage.grace_period or GRACE_SECONDS)
-    running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t._trial_id not in running_here]
+    running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if internals.trial_id(t) not in running_here]
     if not running:
         return []
-    heartbeats, database_now = last_heartbeats(storage, [t._trial_id for t in running])
+    heartbeats, database_now = last_heartbeats(storage, [internals.trial_id(t) for t in running])
     settled = []
     for trial in running:
-        reason = why_gone(trial, heartbeats.get(trial._trial_id), database_now, grace)
-        if reason is not None and fail_cut_trial(study, storage, trial._trial_id, reason, process_lost=True):
+        reason = why_gone(trial, heartbeats.get(internals.trial_id(trial)), database_now, grace)
+        if reason is not None and fail_cut_trial(study, storage, internals.trial_id(trial), reason, process_lost=True):
             settled.append(trial.number)
     return settled
 
@@ -195,7 +185,7 @@ def why_gone(trial: FrozenTrial, heartbeat: datetime | None, database_now: datet
 
 def last_heartbeats(storage: optuna.storages.RDBStorage, trial_ids: list[int]) -> tuple[dict[int, datetime], datetime]:
     """Each trial's last heartbeat (if it has one) and the database's time now, as naive datetimes."""
-    beat = models.TrialHeartbeatModel
+    beat = internals.HEARTBEAT_TABLE
     with Session(storage.engine) as session:
         now = session.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar_one()
         rows = session.execute(sqlalchemy.select(beat.trial_id, beat.heartbeat).where(beat.trial_id.in_(trial_ids))).all()
