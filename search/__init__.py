@@ -35,6 +35,10 @@ _API = {
 __all__ = ["UserError", *_API]
 
 
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
 def __getattr__(name: str):
     if name in _API:
         return getattr(importlib.import_module(_API[name]), name)

@@ -12,6 +12,7 @@ since torch, Optuna, Ray and plotly each take a second or more to import.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, TextIO
 
 from search.config import (
@@ -47,11 +48,12 @@ __all__ = [
 ]
 
 
-def _quiet_optuna() -> None:
-    """For the calls that open studies: our own progress lines replace Optuna's log and warnings."""
-    from search.study.progress import quiet_optuna
+def _quiet_optuna() -> AbstractContextManager[None]:
+    """For the calls that open studies: our own progress lines replace Optuna's log and warnings while
+    the call runs; the caller's logging and warning filters come back after it."""
+    from search.study.progress import optuna_quieted
 
-    quiet_optuna()
+    return optuna_quieted()
 
 
 def run_auto(*, log: TextIO | None = None, **options) -> AutoResult:
@@ -59,8 +61,8 @@ def run_auto(*, log: TextIO | None = None, **options) -> AutoResult:
     spec = AutoSpec(**options)
     from search.auto.run import run_auto as run
 
-    _quiet_optuna()
-    return run(spec, log)
+    with _quiet_optuna():
+        return run(spec, log)
 
 
 def run_study(space: str | None = None, *, log: TextIO | None = None, **options) -> RunSummary:
@@ -68,8 +70,8 @@ def run_study(space: str | None = None, *, log: TextIO | None = None, **options)
     spec = RunSpec(space=space, **options)
     from search.dispatch.run import run_study as run
 
-    _quiet_optuna()
-    return run(spec, log)
+    with _quiet_optuna():
+        return run(spec, log)
 
 
 def train_one(space: str, *, log: TextIO | None = None, **options) -> dict:
@@ -93,8 +95,8 @@ def train_one(space: str, *, log: TextIO | None = None, **options) -> dict:
 
         submit = write
 
-    _quiet_optuna()
-    return train(spec, log, submit)
+    with _quiet_optuna():
+        return train(spec, log, submit)
 
 
 def build_ensemble(studies: str, *, log: TextIO | None = None, **options) -> BuiltEnsemble:
@@ -106,8 +108,8 @@ def build_ensemble(studies: str, *, log: TextIO | None = None, **options) -> Bui
     spec = EnsembleSpec(studies=studies, **options)
     from search.ensemble.build import build_ensemble as build
 
-    _quiet_optuna()
-    return build(spec, log)
+    with _quiet_optuna():
+        return build(spec, log)
 
 
 def make_submission(studies: str, *, log: TextIO | None = None, **options) -> EnsembleResult:
@@ -115,8 +117,8 @@ def make_submission(studies: str, *, log: TextIO | None = None, **options) -> En
     spec = EnsembleSpec(studies=studies, **options)
     from search.ensemble.build import run_ensemble
 
-    _quiet_optuna()
-    return run_ensemble(spec, log)
+    with _quiet_optuna():
+        return run_ensemble(spec, log)
 
 
 def load_ensemble(directory: str | None = None, *, device: str = "auto") -> LoadedEnsemble:
@@ -140,8 +142,8 @@ def write_report(*, log: TextIO | None = None, **options) -> ReportFiles:
     spec = ReportSpec(**options)
     from search.report.build import run_report
 
-    _quiet_optuna()
-    return run_report(spec, log)
+    with _quiet_optuna():
+        return run_report(spec, log)
 
 
 def leaderboard(*, log: TextIO | None = None, **options) -> Leaderboard:
@@ -149,8 +151,8 @@ def leaderboard(*, log: TextIO | None = None, **options) -> Leaderboard:
     spec = LeaderboardSpec(**options)
     from search.report.leaderboard import run_leaderboard
 
-    _quiet_optuna()
-    return run_leaderboard(spec, log)
+    with _quiet_optuna():
+        return run_leaderboard(spec, log)
 
 
 def serve_dashboard(*, log: TextIO | None = None, **options) -> None:
@@ -158,5 +160,5 @@ def serve_dashboard(*, log: TextIO | None = None, **options) -> None:
     spec = DashboardSpec(**options)
     from search.report.dashboard import serve_dashboard as serve
 
-    _quiet_optuna()
-    return serve(spec, log)
+    with _quiet_optuna():
+        return serve(spec, log)

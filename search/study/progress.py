@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -20,13 +22,29 @@ from search.study.trial_attrs import FAIL_REASON_ATTR, PRUNED_REASON_ATTR, RUNG_
 CLEAR_TO_END = "\x1b[K"  # ANSI: erase the rest of the line, so a shorter live line leaves no tail
 
 
-def quiet_optuna() -> None:
-    """Our own progress lines replace Optuna's per-trial log and its experimental-feature warnings."""
+def quiet_optuna() -> list[logging.Handler]:
+    """Our own progress lines replace Optuna's per-trial log and its experimental-feature warnings, for
+    the whole process (a Ray worker's); returns the handlers that were given a ShortWriteFaults filter."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # the parallel driver creates trials with study.ask and workers keep their heartbeats
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    shorten_write_fault_logs()  # a trial failed by a full disk: one line, not a traceback
+    return shorten_write_fault_logs()  # a trial failed by a full disk: one line, not a traceback
+
+
+@contextlib.contextmanager
+def optuna_quieted() -> Iterator[None]:
+    """quiet_optuna while in effect; Optuna's verbosity, the warning filters and the log handlers come back after."""
+    verbosity = optuna.logging.get_verbosity()
+    with warnings.catch_warnings():
+        filtered = quiet_optuna()
+        try:
+            yield
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+            for handler in filtered:
+                for found in [f for f in handler.filters if isinstance(f, ShortWriteFaults)]:
+                    handler.removeFilter(found)
 
 
 class ShortWriteFaults(logging.Filter):
@@ -40,12 +58,15 @@ class ShortWriteFaults(logging.Filter):
         return True
 
 
-def shorten_write_fault_logs() -> None:
-    """Put ShortWriteFaults on Optuna's log handlers, once."""
+def shorten_write_fault_logs() -> list[logging.Handler]:
+    """Put ShortWriteFaults on Optuna's log handlers, once; returns those it was put on now."""
     optuna.logging.get_verbosity()  # makes Optuna set up its handler, if it has not yet
+    added = []
     for handler in logging.getLogger("optuna").handlers:
         if not any(isinstance(f, ShortWriteFaults) for f in handler.filters):
             handler.addFilter(ShortWriteFaults())
+            added.append(handler)
+    return added
 
 
 class HideInterruptedTrial(logging.Filter):
