@@ -1,4 +1,4 @@
-"""One prepared run for a short GPU window: every figure issue 16 asks for, side by side, in one folder.
+"""One prepared run for a short GPU window: every GPU figure the project tracks, side by side, in one folder.
 
     bash bench/gpu.sh --out "$OUT"                      # on the GPU machine: installs the carried wheels, then this
     .venv/bin/python bench/gpu.py --device cpu --quick --out /tmp/gpu-dry    # the CPU dry run, ~2-3 min

@@ -135,7 +135,7 @@ def main() -> None:
     outcomes = [] if args.skip_plain else [run_plain(split, args.plain_epochs, args.device or "cpu")]
     outcomes += [run_ours(args.data, args.epochs, seed, args.device) for seed in args.seeds]
 
-    # Two baselines: the plain loop's first epoch at 99.5%, and its whole run (the issue's "8 epochs,
+    # Two baselines: the plain loop's first epoch at 99.5%, and its whole run (the target's "8 epochs,
     # about 6 minutes"); the target is a third of the plain time.
     print(f"\n{'run':<14} {'epochs':>6} {'final acc':>9} {'to 99.5%':>9} {'epoch':>5} {'vs plain first 99.5%':>21} {'vs plain run':>12}")
     plain = outcomes[0] if not args.skip_plain else None

@@ -1,11 +1,11 @@
-"""How much of each family's search space trains at all: old ranges against the current ones (issue 14).
+"""How much of each family's search space trains at all: old ranges against the current ones.
 
     .venv/bin/python bench/trainable.py                               # all families, 6 configs, 2 epochs
     .venv/bin/python bench/trainable.py --families cnn vit --configs 6 --epochs 1
     .venv/bin/python bench/trainable.py --families resnet --cost      # one epoch, cost only, with cnn references
 
 For each family, N configs are drawn by Optuna's RandomSampler (seed --seed) from the ranges as they
-were before issue 14 (the copies of the old suggest functions below, `OLD`) and from the current
+were before they were narrowed (the copies of the old suggest functions below, `OLD`) and from the current
 spaces (`NEW`: spaces.<family>.suggest + spaces.training.suggest, what `digit-search` samples),
 and each is trained briefly on a small stratified split (Kaggle's train.csv when --data has it,
 else the embedded 5,000 MNIST digits). Per family and side it prints the share of configs that
@@ -45,7 +45,7 @@ KAGGLE_TRAIN_DIGITS = 37_800  # the 90 % a search trains on
 SEARCH_EPOCHS = 6  # bench/pipeline.sh's per-trial budget
 
 
-# --- the ranges before issue 14, verbatim copies of the old suggest functions ---------------------
+# --- the ranges before they were narrowed, verbatim copies of the old suggest functions ---------------------
 
 
 def old_training(trial) -> training.TrainConfig:

@@ -74,20 +74,6 @@ def study_names(text: str | None) -> list[str]:
 
 
 @dataclass(frozen=True)
-class DataOptions:
-    """Which digits, how many rows, and the validation holdout every study on them shares."""
-
-    data_dir: str | None = None  # Kaggle train.csv/test.csv; None: the embedded MNIST sample
-    limit: int | None = None
-    val_fraction: float = 0.1
-    split_seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_limit(self.limit)
-        check_split(self.val_fraction, self.split_seed)
-
-
-@dataclass(frozen=True)
 class RunSpec:
     """`digit-search run`: create or continue a pruned study until it holds `trials` finished trials."""
 

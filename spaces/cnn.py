@@ -80,7 +80,7 @@ def suggest(trial, prefix: str = f"{NAME}.") -> Config:
         convs=trial.suggest_categorical(f"{prefix}convs", CONVS),
         batch_norm=trial.suggest_categorical(f"{prefix}batch_norm", (True, False)),
         downsample=trial.suggest_categorical(f"{prefix}downsample", DOWNSAMPLES),
-        # dropout after every block: 0.3 (not 0.5) so 3-4 blocks still learn within a pruned first epoch (issue 14)
+        # dropout after every block: 0.3 (not 0.5) so 3-4 blocks still learn within a pruned first epoch (bench/trainable.py)
         dropout=trial.suggest_float(f"{prefix}dropout", 0.0, 0.3),
         head_width=trial.suggest_int(f"{prefix}head_width", 32, 512, log=True),
         head_dropout=trial.suggest_float(f"{prefix}head_dropout", 0.0, 0.5),

@@ -14,7 +14,7 @@ from spaces.base import Reference
 
 NAME = "resnet"
 STRIDES = (1, 2)
-# (smallest side, (widest width, most blocks)) of a stage, largest side first. Issue 14: with every
+# (smallest side, (widest width, most blocks)) of a stage, largest side first. Measured by bench/trainable.py: with every
 # stage free to stay at 28 px, 3 blocks of 64-128 channels, a sampled resnet took 180 s per Kaggle
 # epoch on CPU; a 3x3 conv's cost is width^2 x side^2, so the cap grows as the side halves.
 STAGE_LIMITS = ((28, (32, 1)), (14, (64, 2)), (1, (128, 2)))

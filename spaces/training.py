@@ -8,7 +8,7 @@ from typing import Any
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("onecycle", "cosine", "plateau")
 BATCH_SIZES = (64, 128, 256, 512)
-# Peak lr per optimizer. Issue 14 (bench/trainable.py, BENCHMARKS.md "Trainable search spaces"): a
+# Peak lr per optimizer. Measured by bench/trainable.py (BENCHMARKS.md "Trainable search spaces"): a
 # cnn without batch norm stayed at chance under Nesterov SGD (momentum 0.9) at lr 0.08 and 0.2, so
 # SGD stops at 0.05; AdamW stops at 5e-3, just above bn-cnn's tuned 4e-3.
 LR_RANGES = {"adamw": (3e-4, 5e-3), "sgd": (5e-3, 5e-2)}

@@ -58,7 +58,7 @@ def test_the_portfolio_trains_what_this_storage_measured_best_first_then_the_pri
     assert order_portfolio(names, {"lenet": 0.99, "stn-cnn": 0.98}) == ["lenet", "stn-cnn", "bn-cnn", "big-kernel", "vit-seed"]
 
 
-# an AVX2-only EPYC's speeds (issue's figures: bn-cnn about 400 images/s, lenet about 4,000) and 7x those
+# an AVX2-only EPYC's speeds (as once reported: bn-cnn about 400 images/s, lenet about 4,000) and 7x those
 SLOW = [ConfigCost("stn", "stn-cnn", 280.0), ConfigCost("cnn", "bn-cnn", 400.0), ConfigCost("cnn", "big-kernel", 350.0), ConfigCost("cnn", "lenet", 4000.0)]
 FAST = [ConfigCost(c.family, c.name, 7 * c.images_per_second) for c in SLOW]
 

@@ -319,7 +319,7 @@ def test_save_never_replaces_the_working_directory_its_ancestors_or_the_database
     ],
 )
 def test_the_ensemble_command_refuses_such_a_save_before_any_work_and_deletes_nothing(tmp_path, monkeypatch, capsys, save_to, message):
-    """The data-loss cases of issue 12: a web app's folder with a manifest.json, `--save .`, the database's folder."""
+    """The data-loss cases once reported: a web app's folder with a manifest.json, `--save .`, the database's folder."""
     for folder in (tmp_path, tmp_path / "studies", tmp_path / "app"):
         folder.mkdir(exist_ok=True)
         (folder / MANIFEST).write_text(json.dumps({"name": "web app", "members": ["x"]}))

@@ -244,7 +244,7 @@ def conv_macs(model: torch.nn.Module) -> int:
 
 
 def test_sampled_resnets_cost_about_a_cnn_reference() -> None:
-    """Issue 14: resnets sampled at full resolution took 180 s per Kaggle epoch; the space is sized for 28 px."""
+    """Resnets sampled at full resolution took 180 s per Kaggle epoch; the space is sized for 28 px."""
     costliest_cnn = max(conv_macs(cnn.build(r.model)) for r in cnn.REFERENCES.values())  # big-kernel, ~48M
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(0))
     costs = sorted(conv_macs(resnet.build(resnet.suggest(study.ask()))) for _ in range(100))
@@ -281,7 +281,7 @@ def test_categorical_params_keep_the_choices_earlier_versions_stored(name) -> No
 
 
 def test_training_ranges_stay_trainable() -> None:
-    """Issue 14: weight decay is per-step shrinkage, so its top must stay mild over a whole search trial."""
+    """Weight decay is per-step shrinkage, so its top must stay mild over a whole search trial."""
     steps = 6 * -(-37_800 // min(training.BATCH_SIZES))  # 6 Kaggle epochs at the smallest batch
     assert training.WEIGHT_DECAY_RANGE[1] * steps < 4  # at most ~exp(-4) before the schedule halves it
     assert training.LR_RANGES["sgd"][1] <= 0.05 and training.LR_RANGES["adamw"][1] <= 5e-3

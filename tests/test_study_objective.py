@@ -117,7 +117,7 @@ def test_the_memory_limit_is_shared_by_the_trials_of_one_device(monkeypatch):
 
 
 def test_the_estimate_of_a_big_vit_is_near_what_it_was_seen_to_use():
-    # issue 12: a sampled ViT (patch 4, width 512, depth 12) needed about 3.3 GB at batch 128
+    # once seen: a sampled ViT (patch 4, width 512, depth 12) needed about 3.3 GB at batch 128
     model = load_space("vit").build(Candidate("vit", VitConfig(patch_size=4, width=512, depth=12, heads=8), TrainConfig()))
     assert 3.0e9 < training_bytes(model, 128) < 5.0e9
 

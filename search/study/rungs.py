@@ -70,11 +70,6 @@ def climb(rows: int) -> float:
     return sum(rung.rows for rung in ladder(1, rows)) / rows
 
 
-def last_step() -> int:
-    """The step of the full training: a trial that reported it was never screened out."""
-    return REDUCTION ** (RUNGS - 1)
-
-
 class RungData:
     """The study's training data and its fixed row subsets, built once per process and shared by its trials."""
 
