@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install browser demo test test-fast clean
+.PHONY: install browser demo lint test test-fast clean
 
 install: $(STAMP)
 
@@ -25,10 +25,15 @@ demo: $(STAMP)
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || echo "could not install chromium: browser tests will be skipped"
 
-test: $(STAMP) browser
+# ruff's lint and format rules are in pyproject.toml; `ruff format .` fixes what `lint` finds unformatted.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: $(STAMP) browser lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) lint
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 clean:

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import errno
+import importlib.util
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 # Command-line flags whose Python argument has another name; the rest are the flag with '_' for '-'.
-ARGUMENT_OF_FLAG = {"--data": "data_dir", "--json": "as_json", "--space-file": "space_files", "--no-reference": "reference", "--no-refit": "refit"}
+ARGUMENT_OF_FLAG = {
+    "--data": "data_dir",
+    "--json": "as_json",
+    "--space-file": "space_files",
+    "--no-reference": "reference",
+    "--no-refit": "refit",
+}
 _FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9-]*)")
 
 
@@ -31,6 +38,14 @@ class UserError(Exception):
         parts = self.cli_message.split("`")
         parts[::2] = [_FLAG.sub(lambda match: argument_of_flag(match.group(0)), part) for part in parts[::2]]
         super().__init__("`".join(parts))
+
+
+def require_extra(module: str, extra: str, what: str) -> None:
+    """UserError naming the extra to install when `module` (a driver only some users need) is missing."""
+    if importlib.util.find_spec(module) is None:
+        raise UserError(
+            f"{what} needs the {module} package, which is not installed; install it with `pip install 'digit-search[{extra}]'`"
+        )
 
 
 # ---- writes that fail for want of space or permission -------------------------------------------
@@ -83,7 +98,9 @@ def fault_of(err: BaseException) -> Fault | None:
     """The first space or permission fault in `err`'s chain, or None when it holds none."""
     for cause in causes(err):
         if isinstance(cause, OSError) and cause.errno in _OS_FAULTS:
-            return Fault(*_OS_FAULTS[cause.errno], None if cause.filename is None else str(cause.filename), database=False)
+            return Fault(
+                *_OS_FAULTS[cause.errno], None if cause.filename is None else str(cause.filename), database=False
+            )
         if type(cause).__module__.startswith(("sqlite3", "sqlalchemy")):
             message = str(cause).lower()
             for text, (what, remedy) in _SQLITE_FAULTS.items():
@@ -114,7 +131,9 @@ def _option_for(path: str | None, options: Mapping[str, object], database: Path 
     if path is None:
         return None
     target = Path(path).expanduser().absolute()
-    places: list[tuple[str, Path]] = [(name, Path(str(value))) for name in _PATH_OPTIONS if isinstance(value := options.get(name), str) and value]
+    places: list[tuple[str, Path]] = [
+        (name, Path(str(value))) for name in _PATH_OPTIONS if isinstance(value := options.get(name), str) and value
+    ]
     if database is not None:
         places.append(("storage", database))
         places.append(("storage", database.parent))  # its -wal/-journal files, and the artifacts beside it by default

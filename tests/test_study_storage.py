@@ -73,7 +73,10 @@ def test_a_sqlite_file_in_a_missing_folder_is_refused_and_nothing_is_created(tmp
 
 def test_run_refuses_a_sqlite_file_in_a_missing_folder_in_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(["run", "--space", "cnn", "--storage", f"sqlite:///{tmp_path}/nonexistent/dir/x.db", "--limit", "200"]) == 2
+    assert (
+        main(["run", "--space", "cnn", "--storage", f"sqlite:///{tmp_path}/nonexistent/dir/x.db", "--limit", "200"])
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nonexistent/dir does not exist" in err
     assert not (tmp_path / "nonexistent").exists() and not (tmp_path / "studies").exists()
@@ -97,8 +100,42 @@ def test_a_password_in_the_url_query_is_never_printed_by_run(tmp_path):
     out = io.StringIO()
     study = f"secret-{os.getpid()}-{tmp_path.name}"[:60]
     summary = run_study(
-        RunSpec(space=TINY_SPACE, study=study, trials=1, epochs=1, limit=200, storage=url, reference=False, artifacts=str(tmp_path / "a")),
+        RunSpec(
+            space=TINY_SPACE,
+            study=study,
+            trials=1,
+            epochs=1,
+            limit=200,
+            storage=url,
+            reference=False,
+            artifacts=str(tmp_path / "a"),
+        ),
         out,
     )
     assert SECRET not in out.getvalue() and "password=***" in out.getvalue()
     assert SECRET not in summary.storage
+
+
+@pytest.mark.parametrize(
+    ("argv", "module", "extra"),
+    [
+        (["leaderboard", "--storage", "postgresql://user:hunter2@db.example/studies"], "psycopg", "postgres"),
+        (["leaderboard", "--storage", "mysql://root@db.example/studies"], "pymysql", "mysql"),
+        (["run", "--space", "cnn", "--trials", "1", "--artifacts", "s3://bucket/runs"], "boto3", "s3"),
+    ],
+)
+def test_a_missing_driver_names_the_extra_that_installs_it_before_anything_is_written(
+    tmp_path, monkeypatch, capsys, argv, module, extra
+):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *args: None if name == module else find_spec(name, *args)
+    )
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert f"pip install 'digit-search[{extra}]'" in error and len(error.splitlines()) == 1
+    assert "hunter2" not in error
+    assert list(tmp_path.iterdir()) == []  # nothing written

@@ -18,10 +18,10 @@ import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
-from search.study.optuna_internals import ArtifactStore
 
-from search.errors import UserError
+from search.errors import UserError, require_extra
 from search.io import write_atomically
+from search.study.optuna_internals import ArtifactStore
 from search.study.storage import default_artifact_dir
 from search.train.weights import load_weights_file, save_weights
 
@@ -94,11 +94,12 @@ class PrefixedArtifactStore:
 
 
 def _s3_store(url: str) -> ArtifactStore:
-    from optuna.artifacts import Boto3ArtifactStore
-
     bucket, _, prefix = url.removeprefix("s3://").partition("/")
     if not bucket:
         raise UserError(f"--artifacts {url!r}: no bucket; use s3://BUCKET or s3://BUCKET/PREFIX")
+    require_extra("boto3", "s3", f"--artifacts {url}")
+    from optuna.artifacts import Boto3ArtifactStore
+
     store = Boto3ArtifactStore(bucket)
     prefix = prefix.strip("/")
     return PrefixedArtifactStore(store, prefix + "/") if prefix else store
@@ -115,11 +116,16 @@ def store_trial_artifacts(
     """Upload weights and probabilities for `trial`; records and returns their artifact ids."""
     with tempfile.TemporaryDirectory(prefix="digit-search-") as tmp:
         files = {
-            "weights": save_weights(Path(tmp) / f"trial-{trial.number}-weights.safetensors", model.state_dict(), metadata),
+            "weights": save_weights(
+                Path(tmp) / f"trial-{trial.number}-weights.safetensors", model.state_dict(), metadata
+            ),
             "val_probs": _write_array(Path(tmp) / f"trial-{trial.number}-val-probs.npy", val_probs),
             "test_probs": _write_array(Path(tmp) / f"trial-{trial.number}-test-probs.npy", test_probs),
         }
-        ids = {key: upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial) for key, path in files.items()}
+        ids = {
+            key: upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+            for key, path in files.items()
+        }
     trial.set_user_attr(ARTIFACT_ATTR, ids)
     return ids
 

@@ -14,7 +14,7 @@ import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 
 from search.config import DEFAULT_ARTIFACTS, DEFAULT_STORAGE, STUDIES_HOME
-from search.errors import UserError, is_write_fault, write_fault
+from search.errors import UserError, is_write_fault, require_extra, write_fault
 
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 90
@@ -23,8 +23,10 @@ RECONNECT_ATTEMPTS = 40
 RECONNECT_WAIT_SECONDS = 1.5
 T = TypeVar("T")
 
-# Drivers the project installs; a bare dialect would ask SQLAlchemy for one we don't ship.
+# The driver of each server dialect and the extra that installs it (digit-search[postgres]); a bare
+# dialect would ask SQLAlchemy for a driver the extra does not install.
 _DRIVER_FOR_DIALECT = {"postgresql": "psycopg", "mysql": "pymysql", "mariadb": "pymysql"}
+_EXTRA_FOR_DRIVER = {"psycopg": "postgres", "pymysql": "mysql"}
 EXAMPLE_URLS = f"{DEFAULT_STORAGE} or postgresql://user@host/db"
 HIDDEN = "***"
 # Query parameters that carry a secret in some driver's URL: psycopg's password, pymysql's passwd, ...
@@ -46,11 +48,18 @@ def parse_storage_url(text: str) -> URL:
         url = url.set(drivername=f"{url.drivername}+{_DRIVER_FOR_DIALECT[url.drivername]}")
     backend = url.get_backend_name()
     if backend not in ("sqlite", "postgresql", "mysql", "mariadb"):
-        raise UserError(f"--storage {redacted(url)!r}: unsupported database {backend!r}; use SQLite, PostgreSQL or MySQL/MariaDB")
+        raise UserError(
+            f"--storage {redacted(url)!r}: unsupported database {backend!r}; use SQLite, PostgreSQL or MySQL/MariaDB"
+        )
     if backend == "mariadb":
         url = url.set(drivername="mysql+pymysql")
+    driver = url.get_driver_name()
+    if driver in _EXTRA_FOR_DRIVER:
+        require_extra(driver, _EXTRA_FOR_DRIVER[driver], f"--storage {redacted(url)}")
     if backend == "sqlite" and url.database in (None, "", ":memory:"):
-        raise UserError(f"--storage {redacted(url)!r}: an in-memory SQLite database would lose the study; give a file, e.g. {DEFAULT_STORAGE}")
+        raise UserError(
+            f"--storage {redacted(url)!r}: an in-memory SQLite database would lose the study; give a file, e.g. {DEFAULT_STORAGE}"
+        )
     return url
 
 
@@ -100,7 +109,9 @@ def open_storage(text: str) -> optuna.storages.RDBStorage:
             if racing and attempt < SCHEMA_ATTEMPTS:
                 time.sleep(0.5 * attempt)
                 continue
-            raise UserError(f"cannot open study database {redacted(url)}: {reason}; check the --storage URL and that the server is running") from None
+            raise UserError(
+                f"cannot open study database {redacted(url)}: {reason}; check the --storage URL and that the server is running"
+            ) from None
     raise AssertionError("unreachable")
 
 
@@ -135,7 +146,9 @@ def check_database_exists(storage: str) -> None:
     """Opening a missing SQLite file would create an empty database; say it is missing instead."""
     url = parse_storage_url(storage)
     if url.get_backend_name() == "sqlite" and not Path(url.database).expanduser().is_file():
-        raise UserError(f"--storage {redacted(url)}: no such database file; run digit-search run first, or pass the --storage the studies are in")
+        raise UserError(
+            f"--storage {redacted(url)}: no such database file; run digit-search run first, or pass the --storage the studies are in"
+        )
 
 
 def use_write_ahead_log(path: Path) -> None:
@@ -164,12 +177,18 @@ def default_artifact_dir(storage_text: str) -> Path:
     return Path(DEFAULT_ARTIFACTS)
 
 
-def retry_on_database_errors(action: Callable[[], T], *, attempts: int = RECONNECT_ATTEMPTS, wait: float = RECONNECT_WAIT_SECONDS) -> T:
+def retry_on_database_errors(
+    action: Callable[[], T], *, attempts: int = RECONNECT_ATTEMPTS, wait: float = RECONNECT_WAIT_SECONDS
+) -> T:
     """Run `action`, retrying while the database is unreachable (a restart), so workers go on after it."""
     for attempt in range(1, attempts + 1):
         try:
             return action()
-        except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as err:
+        except (
+            optuna.exceptions.StorageInternalError,
+            sqlalchemy.exc.OperationalError,
+            sqlalchemy.exc.InterfaceError,
+        ) as err:
             if attempt == attempts or is_write_fault(err):  # a full disk does not come back by waiting
                 raise
             time.sleep(wait)
