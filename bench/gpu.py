@@ -82,9 +82,19 @@ class Plan:
 FULL = Plan()
 # the plain loop's warm-up takes 5 batches of 64, so 336 leaves one timed batch
 QUICK = Plan(
-    ours_images=128, plain_images=336, compile_backend="eager", tta_epochs=1, tta_seeds=(0,),
-    pack_counts=(1, 2), pack_window=10.0, pack_epochs=1, auto_budget=60.0, auto_spaces="cnn",
-    limit=500, auto_limit=300, deadline=420.0,
+    ours_images=128,
+    plain_images=336,
+    compile_backend="eager",
+    tta_epochs=1,
+    tta_seeds=(0,),
+    pack_counts=(1, 2),
+    pack_window=10.0,
+    pack_epochs=1,
+    auto_budget=60.0,
+    auto_spaces="cnn",
+    limit=500,
+    auto_limit=300,
+    deadline=420.0,
 )
 AUTO_MIN_BUDGET = 60.0  # digit-search auto refuses less
 AUTO_GRACE = 90.0  # start-up and the final phases may run past the budget by this much before we stop it
@@ -102,8 +112,10 @@ def find_data(option: str | None) -> Path:
     if option is None:
         found = next((path for path in DATA_CANDIDATES if path.is_dir()), None)
         if found is None:
-            raise Missing(f"no --data given and none of {', '.join(map(str, DATA_CANDIDATES))} exists; "
-                          "copy Kaggle's train.csv.gz and test.csv.gz into .gpu-data (bench/gpu_prepare.sh does)")
+            raise Missing(
+                f"no --data given and none of {', '.join(map(str, DATA_CANDIDATES))} exists; "
+                "copy Kaggle's train.csv.gz and test.csv.gz into .gpu-data (bench/gpu_prepare.sh does)"
+            )
         option = str(found)
     data = Path(option).resolve()
     if not data.is_dir():
@@ -119,8 +131,10 @@ def check_device(name: str):
 
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise Missing(f"--device {name}: torch {torch.__version__} sees no CUDA device (built for CUDA "
-                          f"{torch.version.cuda}); run with --device cpu for the dry run")
+            raise Missing(
+                f"--device {name}: torch {torch.__version__} sees no CUDA device (built for CUDA "
+                f"{torch.version.cuda}); run with --device cpu for the dry run"
+            )
         index = torch.device(name).index or 0
         if index >= torch.cuda.device_count():
             raise Missing(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
@@ -135,13 +149,16 @@ def check_packages() -> None:
         try:
             __import__(module)
         except ImportError as err:
-            raise Missing(f"{module} is not importable ({err}); on the GPU machine run through bench/gpu.sh "
-                          "with .whl carried (bench/gpu_prepare.sh downloads the wheels)") from None
+            raise Missing(
+                f"{module} is not importable ({err}); on the GPU machine run through bench/gpu.sh "
+                "with .whl carried (bench/gpu_prepare.sh downloads the wheels)"
+            ) from None
     try:
         import search.api  # noqa: F401 - what every digit-search command imports
     except ImportError as err:
-        raise Missing(f"digit-search's commands cannot import ({err}); carry that package's wheel in .whl "
-                      "(bench/gpu_prepare.sh)") from None
+        raise Missing(
+            f"digit-search's commands cannot import ({err}); carry that package's wheel in .whl (bench/gpu_prepare.sh)"
+        ) from None
 
 
 # --- output ----------------------------------------------------------------------------------------
@@ -190,9 +207,16 @@ class Run:
         self.plan, self.data, self.out, self.work, self.device = plan, data, out, work, device
         self.device_option, self.quick = args.device, args.quick
         self.started = time.perf_counter()
-        self.cli = [sys.executable, "-m", "search.cli"]  # no venv script on the GPU machine: the checkout is on PYTHONPATH
-        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-                    "PYTHONUNBUFFERED": "1"}
+        self.cli = [
+            sys.executable,
+            "-m",
+            "search.cli",
+        ]  # no venv script on the GPU machine: the checkout is on PYTHONPATH
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+            "PYTHONUNBUFFERED": "1",
+        }
         self.commands_log = out / "commands.log"
         self.commands_log.write_text("")
         self.reserve = 0.0  # seconds of the deadline that earlier steps leave to later ones
@@ -229,6 +253,7 @@ def one_line(err: BaseException) -> str:
 
 def step_throughput(run: Run, split) -> dict[str, Any]:
     from plain_loop import build_reference, plain_images_per_second
+
     from search.train.allocator import keep_freed_memory
 
     plan, device = run.plan, run.device
@@ -261,13 +286,18 @@ def step_throughput(run: Run, split) -> dict[str, Any]:
             release(device)
             models[name][key] = figures
             if "images_per_second" in figures:
-                print(f"  {name} {key}: {figures['images_per_second']:,.0f} images/s"
-                      + (f", compile {figures['compile_seconds']:.1f}s" if "compile_seconds" in figures else ""), flush=True)
+                print(
+                    f"  {name} {key}: {figures['images_per_second']:,.0f} images/s"
+                    + (f", compile {figures['compile_seconds']:.1f}s" if "compile_seconds" in figures else ""),
+                    flush=True,
+                )
             else:
                 print(f"  {name} {key}: skipped ({figures['skipped']})", flush=True)
         plain = models[name]["plain"]["images_per_second"]
         models[name]["ratio_to_plain"] = {
-            key: models[name][key]["images_per_second"] / plain for key in variants if "images_per_second" in models[name][key]
+            key: models[name][key]["images_per_second"] / plain
+            for key in variants
+            if "images_per_second" in models[name][key]
         }
         compiled, eager = models[name]["ours_compiled"], models[name]["ours"]
         if "warmup_seconds" in compiled and "warmup_seconds" in eager:
@@ -278,38 +308,44 @@ def step_throughput(run: Run, split) -> dict[str, Any]:
 
 
 def measure_ours(
-    name: str, split, images: int, device, *, fp32: bool = False, channels_last: bool = True, compile_backend: str | None = None
+    name: str,
+    split,
+    images: int,
+    device,
+    *,
+    fp32: bool = False,
+    channels_last: bool = True,
+    compile_backend: str | None = None,
 ) -> dict[str, Any]:
     """Our trainer's images/s on `images` training digits: one warm-up epoch (timed: it holds any compile), then one timed epoch."""
-    from unittest import mock
-
     import torch
     from plain_loop import build_reference
+
     from search.train.trainer import ComputePlan, TrainingData, train
 
     model, config = build_reference(name)
     count = min(images, len(split.train_labels))
-    data = TrainingData.from_numpy(split.train_images[:count], split.train_labels[:count],
-                                   split.val_images[:VAL_IMAGES], split.val_labels[:VAL_IMAGES], None, device)
-    with contextlib.ExitStack() as patches:
-        if fp32:  # as bench/trainer.py does
-            patches.enter_context(mock.patch("search.train.trainer.autocast_dtype", return_value=None))
-        if not channels_last:
-            if not ComputePlan.for_model(model, device).channels_last:
-                return {"skipped": "not applicable: no BatchNorm2d convs, so the trainer never uses channels_last here"}
-            for_model = ComputePlan.for_model.__func__
-            patches.enter_context(mock.patch.object(
-                ComputePlan, "for_model", classmethod(lambda cls, m, d: replace(for_model(cls, m, d), channels_last=False))))
-        compute = ComputePlan.for_model(model, device)
-        if compile_backend is not None:
-            torch._dynamo.reset()  # no graphs from an earlier model: the warm-up pays the whole compile
-            model.compile(backend=compile_backend)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        started = time.perf_counter()
-        train(model, data, config, epochs=1)  # ends by copying probabilities to the host: synchronised
-        warmup = time.perf_counter() - started
-        result = train(model, data, config, epochs=1)
+    data = TrainingData.from_numpy(
+        split.train_images[:count],
+        split.train_labels[:count],
+        split.val_images[:VAL_IMAGES],
+        split.val_labels[:VAL_IMAGES],
+        None,
+        device,
+    )
+    if not channels_last and not ComputePlan.for_model(model, device).channels_last:
+        return {"skipped": "not applicable: no BatchNorm2d convs, so the trainer never uses channels_last here"}
+    options = {"precision": "fp32" if fp32 else "auto", "channels_last": None if channels_last else False}
+    compute = ComputePlan.for_model(model, device, **options)
+    if compile_backend is not None:
+        torch._dynamo.reset()  # no graphs from an earlier model: the warm-up pays the whole compile
+        model.compile(backend=compile_backend)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    train(model, data, config, epochs=1, **options)  # ends by copying probabilities to the host: synchronised
+    warmup = time.perf_counter() - started
+    result = train(model, data, config, epochs=1, **options)
     figures = {
         "images_per_second": result.images_per_second,
         "images": count,
@@ -358,9 +394,18 @@ def step_time_to_accuracy(run: Run) -> dict[str, Any]:
         started = time.perf_counter()
         try:
             with output.open("w") as stderr:
-                outcome = run_ours(str(run.data), plan.tta_epochs, seed, run.device_option, cli=run.cli,
-                                   extra_args=run.limit_args(plan.limit), cwd=run.work, env=run.env, stderr=stderr,
-                                   on_line=on_line)
+                outcome = run_ours(
+                    str(run.data),
+                    plan.tta_epochs,
+                    seed,
+                    run.device_option,
+                    cli=run.cli,
+                    extra_args=run.limit_args(plan.limit),
+                    cwd=run.work,
+                    env=run.env,
+                    stderr=stderr,
+                    on_line=on_line,
+                )
         except SystemExit as err:  # run_ours's way of saying the command failed
             runs.append({"seed": seed, "error": f"{err}: {tail(output)}"})
             continue
@@ -368,17 +413,29 @@ def step_time_to_accuracy(run: Run) -> dict[str, Any]:
             run.keep_output(f"train seed {seed}", None, "".join(lines))
             run.keep_output(f"train seed {seed} (stderr)", output)
         reached = outcome.seconds_to_target
-        runs.append({
-            "seed": seed,
-            "seconds_from_launch_to_target": reached,
-            "epochs_to_target": outcome.epochs_to_target,
-            "train_seconds_to_target": (train_seconds[outcome.epochs_to_target - 1]
-                                        if reached is not None and len(train_seconds) >= outcome.epochs_to_target else None),
-            "final_accuracy": outcome.final_accuracy,
-            "command_seconds": time.perf_counter() - started,
-            "curve": [{"epoch": epoch, "seconds_from_launch": seconds, "train_seconds": (train_seconds[epoch - 1] if epoch <= len(train_seconds) else None),
-                       "val_accuracy": accuracy} for epoch, (seconds, accuracy) in enumerate(outcome.curve, 1)],
-        })
+        runs.append(
+            {
+                "seed": seed,
+                "seconds_from_launch_to_target": reached,
+                "epochs_to_target": outcome.epochs_to_target,
+                "train_seconds_to_target": (
+                    train_seconds[outcome.epochs_to_target - 1]
+                    if reached is not None and len(train_seconds) >= outcome.epochs_to_target
+                    else None
+                ),
+                "final_accuracy": outcome.final_accuracy,
+                "command_seconds": time.perf_counter() - started,
+                "curve": [
+                    {
+                        "epoch": epoch,
+                        "seconds_from_launch": seconds,
+                        "train_seconds": (train_seconds[epoch - 1] if epoch <= len(train_seconds) else None),
+                        "val_accuracy": accuracy,
+                    }
+                    for epoch, (seconds, accuracy) in enumerate(outcome.curve, 1)
+                ],
+            }
+        )
     return {"reference": REFERENCE, "epochs": plan.tta_epochs, "target": TARGET, "limit": plan.limit, "runs": runs}
 
 
@@ -393,14 +450,24 @@ def step_packing(run: Run) -> dict[str, Any]:
     per_k: dict[str, Any] = {}
     for k in plan.pack_counts:
         if run.left() - run.reserve < plan.pack_window + STOP_GRACE:
-            per_k[str(k)] = {"skipped": f"out of time ({run.left():.0f}s of the deadline left, {run.reserve:.0f}s of it kept for auto)"}
+            per_k[str(k)] = {
+                "skipped": f"out of time ({run.left():.0f}s of the deadline left, {run.reserve:.0f}s of it kept for auto)"
+            }
             continue
         per_k[str(k)] = pack(run, k, storage, database, threads=max(1, cores // k))
         figures = per_k[str(k)]
-        print(f"  K={k}: {figures['finished_in_window']} trials finished in {plan.pack_window:.0f}s "
-              f"-> {figures['trials_per_hour']:.0f} trials/hour ({figures['failed']} failed)", flush=True)
-    return {"epochs_per_trial": plan.pack_epochs, "window_seconds": plan.pack_window, "limit": plan.limit,
-            "storage": "sqlite (one file, shared by the K processes)", "per_k": per_k}
+        print(
+            f"  K={k}: {figures['finished_in_window']} trials finished in {plan.pack_window:.0f}s "
+            f"-> {figures['trials_per_hour']:.0f} trials/hour ({figures['failed']} failed)",
+            flush=True,
+        )
+    return {
+        "epochs_per_trial": plan.pack_epochs,
+        "window_seconds": plan.pack_window,
+        "limit": plan.limit,
+        "storage": "sqlite (one file, shared by the K processes)",
+        "per_k": per_k,
+    }
 
 
 def pack(run: Run, k: int, storage: str, database: Path, threads: int) -> dict[str, Any]:
@@ -411,14 +478,37 @@ def pack(run: Run, k: int, storage: str, database: Path, threads: int) -> dict[s
     started = time.perf_counter()
     processes, outputs = [], []
     for index in range(k):
-        command = [*run.cli, "run", "--space", "cnn", "--study", study, "--storage", storage,
-                   "--epochs", str(plan.pack_epochs), "--data", str(run.data), "--device", run.device_option,
-                   "--pruner", "none", "--trials", "100000", "--seed", str(index), "--threads", str(threads),
-                   *run.limit_args(plan.limit)]
+        command = [
+            *run.cli,
+            "run",
+            "--space",
+            "cnn",
+            "--study",
+            study,
+            "--storage",
+            storage,
+            "--epochs",
+            str(plan.pack_epochs),
+            "--data",
+            str(run.data),
+            "--device",
+            run.device_option,
+            "--pruner",
+            "none",
+            "--trials",
+            "100000",
+            "--seed",
+            str(index),
+            "--threads",
+            str(threads),
+            *run.limit_args(plan.limit),
+        ]
         output = run.work / f"pack{k}-{index}.log"
         outputs.append(output)
         with output.open("w") as handle:
-            processes.append(subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=run.work, env=run.env))
+            processes.append(
+                subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=run.work, env=run.env)
+            )
     while time.perf_counter() - started < plan.pack_window and any(p.poll() is None for p in processes):
         time.sleep(0.5)
     window_end = launched + datetime.timedelta(seconds=time.perf_counter() - started)
@@ -427,9 +517,14 @@ def pack(run: Run, k: int, storage: str, database: Path, threads: int) -> dict[s
     for index, output in enumerate(outputs):
         run.keep_output(f"run K={k} process {index}", output)
     trials = read_trials(database, study)
-    finished = sorted(done for state, begun, done in trials if state == "COMPLETE" and done is not None and done <= window_end)
-    durations = sorted((done - begun).total_seconds() for state, begun, done in trials
-                       if state == "COMPLETE" and begun is not None and done is not None)
+    finished = sorted(
+        done for state, begun, done in trials if state == "COMPLETE" and done is not None and done <= window_end
+    )
+    durations = sorted(
+        (done - begun).total_seconds()
+        for state, begun, done in trials
+        if state == "COMPLETE" and begun is not None and done is not None
+    )
     first_start = min((begun for _, begun, _ in trials if begun is not None), default=None)
     window = (window_end - launched).total_seconds()
     figures: dict[str, Any] = {
@@ -449,8 +544,10 @@ def pack(run: Run, k: int, storage: str, database: Path, threads: int) -> dict[s
         figures["trials_per_hour_after_startup"] = len(finished) * 3600 / (window_end - first_start).total_seconds()
     if early:
         first = early[0]
-        figures["exited_early"] = (f"{len(early)} process(es) ended inside the window; process {first} with exit status "
-                                   f"{processes[first].returncode}: {tail(outputs[first])}")
+        figures["exited_early"] = (
+            f"{len(early)} process(es) ended inside the window; process {first} with exit status "
+            f"{processes[first].returncode}: {tail(outputs[first])}"
+        )
     return figures
 
 
@@ -475,7 +572,9 @@ def read_trials(database: Path, study: str) -> list[tuple[str, datetime.datetime
     with contextlib.closing(sqlite3.connect(database, timeout=30)) as connection:
         rows = connection.execute(
             "SELECT t.state, t.datetime_start, t.datetime_complete FROM trials t JOIN studies s ON s.study_id = t.study_id "
-            "WHERE s.study_name = ?", (study,)).fetchall()
+            "WHERE s.study_name = ?",
+            (study,),
+        ).fetchall()
 
     def stamp(text: str | None) -> datetime.datetime | None:
         return datetime.datetime.fromisoformat(text) if text else None
@@ -494,23 +593,44 @@ def step_auto(run: Run) -> dict[str, Any]:
         return {"skipped": f"`digit-search auto --help` failed (exit status {check.returncode}): {last}"}
     budget = min(plan.auto_budget, run.left() - AUTO_GRACE / 2)
     if budget < AUTO_MIN_BUDGET:
-        return {"skipped": f"out of time: {run.left():.0f}s of the deadline left, auto needs a budget of at least {AUTO_MIN_BUDGET:.0f}s"}
+        return {
+            "skipped": f"out of time: {run.left():.0f}s of the deadline left, auto needs a budget of at least {AUTO_MIN_BUDGET:.0f}s"
+        }
     submission = run.work / "submission.csv"
-    command = [*run.cli, "auto", "--budget", f"{int(budget)}s", "--data", str(run.data), "--device", run.device_option,
-               "--out", str(submission), "--storage", f"sqlite:///{run.work / 'auto.db'}", *run.limit_args(plan.auto_limit)]
+    command = [
+        *run.cli,
+        "auto",
+        "--budget",
+        f"{int(budget)}s",
+        "--data",
+        str(run.data),
+        "--device",
+        run.device_option,
+        "--out",
+        str(submission),
+        "--storage",
+        f"sqlite:///{run.work / 'auto.db'}",
+        *run.limit_args(plan.auto_limit),
+    ]
     command += ["--spaces", plan.auto_spaces] if plan.auto_spaces else []
     output = run.work / "auto.log"
     started = time.perf_counter()
     with output.open("w") as handle:
         try:
-            status = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=run.work, env=run.env,
-                                    timeout=budget + AUTO_GRACE).returncode
+            status = subprocess.run(
+                command, stdout=handle, stderr=subprocess.STDOUT, cwd=run.work, env=run.env, timeout=budget + AUTO_GRACE
+            ).returncode
         except subprocess.TimeoutExpired:
             status = None
     seconds = time.perf_counter() - started
     run.keep_output("auto", output)
-    figures: dict[str, Any] = {"budget_seconds": int(budget), "spaces": plan.auto_spaces or "default", "limit": plan.auto_limit,
-                               "command_seconds": seconds, "exit_status": status}
+    figures: dict[str, Any] = {
+        "budget_seconds": int(budget),
+        "spaces": plan.auto_spaces or "default",
+        "limit": plan.auto_limit,
+        "command_seconds": seconds,
+        "exit_status": status,
+    }
     if status is None:
         figures["error"] = f"still running {budget + AUTO_GRACE:.0f}s after launch, stopped: {tail(output)}"
         return figures
@@ -548,12 +668,18 @@ def describe(device, plan: Plan, data: Path, quick: bool) -> dict[str, Any]:
     }
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
-        meta.update(gpu=properties.name, gpu_memory_gib=properties.total_memory / 2**30,
-                    multiprocessors=properties.multi_processor_count, capability=f"{properties.major}.{properties.minor}",
-                    bf16=torch.cuda.is_bf16_supported())
+        meta.update(
+            gpu=properties.name,
+            gpu_memory_gib=properties.total_memory / 2**30,
+            multiprocessors=properties.multi_processor_count,
+            capability=f"{properties.major}.{properties.minor}",
+            bf16=torch.cuda.is_bf16_supported(),
+        )
         smi = shutil.which("nvidia-smi")
         if smi:
-            query = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True)
+            query = subprocess.run(
+                [smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True
+            )
             meta["driver"] = query.stdout.strip() or None
     else:
         meta["cpu"] = platform.processor() or platform.machine()
@@ -562,7 +688,12 @@ def describe(device, plan: Plan, data: Path, quick: bool) -> dict[str, Any]:
 
 def git_commit() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         return None  # the GPU machine's copy of the checkout has no .git
 
@@ -570,8 +701,10 @@ def git_commit() -> str | None:
 def summarise(data: dict[str, Any], seconds: float) -> str:
     meta, steps = data["meta"], data["steps"]
     where = meta.get("gpu") or meta.get("cpu") or meta["device"]
-    lines = [f"digit-search GPU run on {meta['device']} ({where}), torch {meta['torch']}, "
-             f"{'quick dry run, ' if meta['quick'] else ''}{seconds:.0f}s in all"]
+    lines = [
+        f"digit-search GPU run on {meta['device']} ({where}), torch {meta['torch']}, "
+        f"{'quick dry run, ' if meta['quick'] else ''}{seconds:.0f}s in all"
+    ]
 
     def state(figures: dict[str, Any]) -> str | None:
         if "skipped" in figures:
@@ -598,7 +731,11 @@ def summarise(data: dict[str, Any], seconds: float) -> str:
                     if "images_per_second" in value:
                         extra = f" (compile {value['compile_seconds']:.1f}s)" if "compile_seconds" in value else ""
                         ratio = results["ratio_to_plain"].get(key)
-                        parts.append(f"{key} {value['images_per_second']:,.0f}" + (f" ({ratio:.2f}x)" if ratio and key != "plain" else "") + extra)
+                        parts.append(
+                            f"{key} {value['images_per_second']:,.0f}"
+                            + (f" ({ratio:.2f}x)" if ratio and key != "plain" else "")
+                            + extra
+                        )
                     else:
                         parts.append(f"{key} skipped")
                 lines.append(f"  {model} images/s: " + ", ".join(parts))
@@ -609,22 +746,33 @@ def summarise(data: dict[str, Any], seconds: float) -> str:
                     continue
                 reached = entry["seconds_from_launch_to_target"]
                 trained = entry["train_seconds_to_target"]
-                lines.append(f"  seed {entry['seed']}: " + (
-                    f"{figures['target']:.1%} after {reached:.1f}s from launch ({trained:.1f}s of training, epoch {entry['epochs_to_target']})"
-                    if reached is not None else f"never reached {figures['target']:.1%}")
-                    + f"; final {entry['final_accuracy']:.2%} after {figures['epochs']} epoch(s), command {entry['command_seconds']:.1f}s")
+                lines.append(
+                    f"  seed {entry['seed']}: "
+                    + (
+                        f"{figures['target']:.1%} after {reached:.1f}s from launch ({trained:.1f}s of training, epoch {entry['epochs_to_target']})"
+                        if reached is not None
+                        else f"never reached {figures['target']:.1%}"
+                    )
+                    + f"; final {entry['final_accuracy']:.2%} after {figures['epochs']} epoch(s), command {entry['command_seconds']:.1f}s"
+                )
         elif name == "packing":
             for k, entry in figures["per_k"].items():
                 if state(entry):
                     lines.append(f"  K={k}: {state(entry)}")
                     continue
                 after = entry.get("trials_per_hour_after_startup")
-                lines.append(f"  K={k}: {entry['finished_in_window']} trials in {entry['window_seconds']:.0f}s -> "
-                             f"{entry['trials_per_hour']:.0f} trials/hour" + (f" ({after:.0f} after start-up)" if after else "")
-                             + f", {entry['failed']} failed" + (f"; {entry['exited_early']}" if "exited_early" in entry else ""))
+                lines.append(
+                    f"  K={k}: {entry['finished_in_window']} trials in {entry['window_seconds']:.0f}s -> "
+                    f"{entry['trials_per_hour']:.0f} trials/hour"
+                    + (f" ({after:.0f} after start-up)" if after else "")
+                    + f", {entry['failed']} failed"
+                    + (f"; {entry['exited_early']}" if "exited_early" in entry else "")
+                )
         elif name == "auto":
-            lines.append(f"  budget {figures['budget_seconds']}s ({figures['spaces']}): validation accuracy "
-                         f"{figures['val_accuracy']:.2%}, command {figures['command_seconds']:.0f}s")
+            lines.append(
+                f"  budget {figures['budget_seconds']}s ({figures['spaces']}): validation accuracy "
+                f"{figures['val_accuracy']:.2%}, command {figures['command_seconds']:.0f}s"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -632,12 +780,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="folder for figures.json, summary.txt, gpu.log and commands.log")
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default: cuda)")
-    parser.add_argument("--data", default=None, help="folder with Kaggle's train.csv(.gz) and test.csv(.gz) "
-                        f"(default: the first of {', '.join(str(path) for path in DATA_CANDIDATES)} that exists)")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="folder with Kaggle's train.csv(.gz) and test.csv(.gz) "
+        f"(default: the first of {', '.join(str(path) for path in DATA_CANDIDATES)} that exists)",
+    )
     parser.add_argument("--quick", action="store_true", help="everything tiny: the CPU dry run (~2-3 min)")
-    parser.add_argument("--work", default=None, help="scratch folder, kept (default: a temporary folder, removed at the end)")
-    parser.add_argument("--deadline", type=float, default=None, help="seconds for the whole run; later steps that no longer fit are skipped")
-    parser.add_argument("--steps", default="throughput,time_to_accuracy,packing,auto", help="comma-separated steps to run")
+    parser.add_argument(
+        "--work", default=None, help="scratch folder, kept (default: a temporary folder, removed at the end)"
+    )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
+        help="seconds for the whole run; later steps that no longer fit are skipped",
+    )
+    parser.add_argument(
+        "--steps", default="throughput,time_to_accuracy,packing,auto", help="comma-separated steps to run"
+    )
     return parser.parse_args(argv)
 
 
@@ -685,8 +846,11 @@ def measure(run: Run, steps: list[str]) -> int:
     from plain_loop import load_split
 
     record = Record(run.out, describe(run.device, run.plan, run.data, run.quick))
-    print(f"{run.device} {record.data['meta'].get('gpu', '')}; data {run.data}; scratch {run.work}; "
-          f"deadline {run.plan.deadline:.0f}s", flush=True)
+    print(
+        f"{run.device} {record.data['meta'].get('gpu', '')}; data {run.data}; scratch {run.work}; "
+        f"deadline {run.plan.deadline:.0f}s",
+        flush=True,
+    )
     started = time.perf_counter()
     split = load_split(run.data)  # parses the Kaggle files once and fills the cache the commands then read
     record.data["meta"]["data_load_seconds"] = time.perf_counter() - started

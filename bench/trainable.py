@@ -33,6 +33,7 @@ from pathlib import Path
 import optuna
 import torch
 
+from search.config import Deadline
 from search.data.digits import load_digits
 from search.train.device import set_threads
 from search.train.models import build_model
@@ -153,7 +154,7 @@ def run_one(candidate: Candidate, data, epochs: int, seed: int, time_limit: floa
     decay = t.weight_decay * SEARCH_EPOCHS * math.ceil(KAGGLE_TRAIN_DIGITS / t.batch_size)
     started = time.perf_counter()
     try:
-        result = train(model, data, t, epochs=epochs, seed=seed, time_limit=time_limit)
+        result = train(model, data, t, epochs=epochs, seed=seed, deadline=Deadline.after(time_limit))
     except Diverged:
         return Outcome(0.0, time.perf_counter() - started, None, "diverged", decay)
     except OutOfTime:
@@ -201,14 +202,17 @@ def decay_sweep(data, decays: list[float], epochs: int, time_limit: float) -> No
     6-epoch Kaggle trial at batch 128)."""
     refs = Space("cnn", {"cnn": cnn}).references()
     steps = epochs * (len(data.train_labels) // 64)
-    print(f"| reference | weight decay | steps | decay x steps | val acc |")
+    print("| reference | weight decay | steps | decay x steps | val acc |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name in ("lenet",):
         candidate = refs[name][0]
         for wd in decays:
             config = replace(candidate.train, batch_size=64, weight_decay=wd)
             o = run_one(replace(candidate, train=config), data, epochs, 0, time_limit)
-            print(f"| {name} | {wd:g} | {steps} | {wd * steps:.1f} | {o.accuracy:.1%} ({o.status}, {o.seconds:.0f} s) |", flush=True)
+            print(
+                f"| {name} | {wd:g} | {steps} | {wd * steps:.1f} | {o.accuracy:.1%} ({o.status}, {o.seconds:.0f} s) |",
+                flush=True,
+            )
 
 
 HEADER = (
@@ -231,7 +235,10 @@ def main() -> None:
     parser.add_argument("--sides", nargs="+", default=["old", "new"], choices=["old", "new"])
     parser.add_argument("--cost", action="store_true", help="1 epoch per config, and the cnn references' cost too")
     parser.add_argument(
-        "--decay", nargs="+", type=float, metavar="WD",
+        "--decay",
+        nargs="+",
+        type=float,
+        metavar="WD",
         help="instead: the lenet reference (no batch norm, cheap) trained --epochs at batch 64 with each per-step weight decay",
     )
     args = parser.parse_args()
@@ -259,7 +266,10 @@ def main() -> None:
         refs = Space("cnn", {"cnn": cnn}).references()
         for name, (candidate, _) in refs.items():
             o = run_one(candidate, data, 1, 0, args.time_limit)
-            print(f"  cnn reference {name}: {o.seconds:.1f} s, est. {o.kaggle_epoch_seconds:.0f} s/Kaggle epoch", flush=True)
+            print(
+                f"  cnn reference {name}: {o.seconds:.1f} s, est. {o.kaggle_epoch_seconds:.0f} s/Kaggle epoch",
+                flush=True,
+            )
     for family in args.families:
         for side in args.sides:
             outcomes = []

@@ -14,17 +14,15 @@ background load hits both; the median of each is printed.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import multiprocessing
 import os
 import statistics
 from collections.abc import Callable
 from dataclasses import replace
-from unittest import mock
 
 import torch
-
 from plain_loop import DEFAULT_DATA_DIR, Split, build_reference, load_split, plain_images_per_second
+
 from search.train.allocator import keep_freed_memory
 from search.train.device import autocast_dtype, set_threads
 from search.train.trainer import TrainingData, train
@@ -43,15 +41,18 @@ def ours_images_per_second(
 
     def data(count: int) -> TrainingData:
         return TrainingData.from_numpy(
-            split.train_images[:count], split.train_labels[:count],
-            split.val_images[:VAL_IMAGES], split.val_labels[:VAL_IMAGES], None, "cpu",
+            split.train_images[:count],
+            split.train_labels[:count],
+            split.val_images[:VAL_IMAGES],
+            split.val_labels[:VAL_IMAGES],
+            None,
+            "cpu",
         )
 
     keep_freed_memory()  # as the commands do for the process that trains
-    precision = mock.patch("search.train.trainer.autocast_dtype", return_value=None) if fp32 else contextlib.nullcontext()
-    with precision:
-        train(model, data(WARMUP_IMAGES), config, epochs=1)
-        return train(model, data(images), config, epochs=1).images_per_second
+    precision = "fp32" if fp32 else "auto"
+    train(model, data(WARMUP_IMAGES), config, epochs=1, precision=precision)
+    return train(model, data(images), config, epochs=1, precision=precision).images_per_second
 
 
 def plain_side(name: str, split: Split, images: int) -> float:
@@ -59,7 +60,9 @@ def plain_side(name: str, split: Split, images: int) -> float:
     return plain_images_per_second(model, split.train_images[:images], split.train_labels[:images])
 
 
-def measure(name: str, split: Split, images: int, rounds: int, ablations: bool, threads: int | None) -> dict[str, float]:
+def measure(
+    name: str, split: Split, images: int, rounds: int, ablations: bool, threads: int | None
+) -> dict[str, float]:
     """Median images/s of each variant over `rounds` interleaved rounds, each measurement in a fresh process."""
     variants: dict[str, tuple[Callable[..., float], dict]] = {
         "plain": (plain_side, {}),
@@ -85,7 +88,9 @@ def _in_fresh_process(threads: int | None, side: Callable[..., float], *args, **
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(DEFAULT_DATA_DIR), help="folder with Kaggle train.csv(.gz) and test.csv(.gz)")
+    parser.add_argument(
+        "--data", default=str(DEFAULT_DATA_DIR), help="folder with Kaggle train.csv(.gz) and test.csv(.gz)"
+    )
     parser.add_argument("--models", nargs="+", default=["bn-cnn", "vit-seed"])
     parser.add_argument("--images", type=int, default=4096, help="training images timed per measurement")
     parser.add_argument("--rounds", type=int, default=3)
@@ -96,15 +101,23 @@ def main() -> None:
     set_threads(args.threads)
     split = load_split(args.data)
     device = torch.device("cpu")
-    print(f"device cpu, {torch.get_num_threads()} threads, ours autocast {autocast_dtype(device)}; "
-          f"{args.images} images x {args.rounds} rounds; load average before {_load_average()}")
-    results = {name: measure(name, split, args.images, args.rounds, args.ablations, args.threads) for name in args.models}
+    print(
+        f"device cpu, {torch.get_num_threads()} threads, ours autocast {autocast_dtype(device)}; "
+        f"{args.images} images x {args.rounds} rounds; load average before {_load_average()}"
+    )
+    results = {
+        name: measure(name, split, args.images, args.rounds, args.ablations, args.threads) for name in args.models
+    }
 
     extra = [key for key in next(iter(results.values())) if key not in ("plain", "ours")]
-    header = f"{'model':<10} {'plain img/s':>12} {'ours img/s':>11} {'ratio':>6}" + "".join(f" {key + ' img/s':>16}" for key in extra)
+    header = f"{'model':<10} {'plain img/s':>12} {'ours img/s':>11} {'ratio':>6}" + "".join(
+        f" {key + ' img/s':>16}" for key in extra
+    )
     print("\n" + header)
     for name, figures in results.items():
-        line = f"{name:<10} {figures['plain']:>12.0f} {figures['ours']:>11.0f} {figures['ours'] / figures['plain']:>5.2f}x"
+        line = (
+            f"{name:<10} {figures['plain']:>12.0f} {figures['ours']:>11.0f} {figures['ours'] / figures['plain']:>5.2f}x"
+        )
         print(line + "".join(f" {figures[key]:>16.0f}" for key in extra))
     print(f"load average after: {_load_average()}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,43 @@ def study_names(text: str | None) -> list[str]:
     return [name.strip() for name in (text or "").split(",") if name.strip()]
 
 
+def check_studies(text: str | None) -> None:
+    """--studies, when given, names at least one study, and each once."""
+    if text is None:
+        return
+    names = study_names(text)
+    if not names:
+        raise UserError("--studies needs at least one study name, e.g. --studies cnn,vit")
+    if len(set(names)) != len(names):
+        raise UserError(f"--studies {text!r} names a study twice")
+
+
+@dataclass(frozen=True, order=True)
+class Deadline:
+    """A moment after which no work may start, on the one clock every process of a run shares (also on
+    other machines of a Ray cluster): the wall clock, in Unix seconds.
+
+    A budget makes one (auto's Clock), and it is handed down as it is, to the run, the trial and the
+    trainer, each of which takes the earlier of it and its own limit.
+    """
+
+    at: float
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        return cls(time.time() + seconds)
+
+    def left(self) -> float:
+        """Seconds until the deadline; 0 once it has passed."""
+        return max(0.0, self.at - time.time())
+
+    def passed(self) -> bool:
+        return time.time() > self.at
+
+    def earlier(self, other: Deadline | None) -> Deadline:
+        return self if other is None else min(self, other)
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """`digit-search run`: create or continue a pruned study until it holds `trials` finished trials."""
@@ -86,13 +124,14 @@ class RunSpec:
     seed: int = 0
     timeout: float | None = None
     trial_timeout: float | None = None
-    train_until: float | None = None  # Unix time after which no trial trains: the end of auto's search, no flag
+    deadline: Deadline | None = None  # no trial trains past it: the end of auto's phase, no flag
     limit: int | None = None
     pruner: str | None = None  # default: the study's pruner, PRUNERS[0] for a new study
     sampler: str = SAMPLERS[0]
     reference: bool = True
     only_references: tuple[str, ...] | None = None  # queue just these named references (auto's portfolio), no flag
-    climb_references: bool = True  # references climb every rung (the bar for sampled configs); auto without a search skips it
+    # references climb every rung (the bar for sampled configs); auto without a search skips it
+    climb_references: bool = True
     val_fraction: float = 0.1
     split_seed: int = 0
     device: str = "auto"
@@ -120,7 +159,11 @@ class RunSpec:
             raise UserError(f"--cpus-per-trial must be above 0 and at most 4096, got {self.cpus_per_trial}")
         if self.gpus_per_trial is not None and not 0 <= self.gpus_per_trial <= 4096:
             raise UserError(f"--gpus-per-trial must be between 0 and 4096, got {self.gpus_per_trial}")
-        if self.gpus_per_trial is not None and self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
+        if (
+            self.gpus_per_trial is not None
+            and self.gpus_per_trial > 1
+            and self.gpus_per_trial != int(self.gpus_per_trial)
+        ):
             raise UserError(f"--gpus-per-trial above 1 must be a whole number, got {self.gpus_per_trial}")
 
     @property
@@ -148,7 +191,7 @@ class TrialJob:
     sampler: str = SAMPLERS[0]
     threads: int | None = None
     trial_timeout: float | None = None  # seconds of training after which a trial is pruned
-    train_until: float | None = None  # Unix time after which no trial trains
+    deadline: Deadline | None = None  # no trial trains past it
     climb_references: bool = True
     trials_sharing_memory: int = 1  # trials that may run at once on one device: each may use its share
 
@@ -213,11 +256,7 @@ class EnsembleSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "space_files", tuple(self.space_files))
-        names = self.study_names
-        if not names:
-            raise UserError("--studies needs at least one study name, e.g. --studies cnn,vit")
-        if len(set(names)) != len(names):
-            raise UserError(f"--studies {self.studies!r} names a study twice")
+        check_studies(self.studies)
         check_at_least("top", self.top, 1)
         check_at_least("threads", self.threads, 1)
         check_choice("method", self.method, METHODS)
@@ -259,8 +298,7 @@ class ReportSpec:
     gallery: int = 60  # misclassified digits shown
 
     def __post_init__(self) -> None:
-        if self.studies is not None and not self.study_names:
-            raise UserError("--studies needs at least one study name, e.g. --studies cnn,vit")
+        check_studies(self.studies)
         check_at_least("gallery", self.gallery, 0)
 
     @property
@@ -277,8 +315,7 @@ class LeaderboardSpec:
     as_json: bool = False  # one JSON document instead of the table
 
     def __post_init__(self) -> None:
-        if self.studies is not None and not self.study_names:
-            raise UserError("--studies needs at least one study name, e.g. --studies cnn,vit")
+        check_studies(self.studies)
 
     @property
     def study_names(self) -> list[str]:
@@ -345,6 +382,7 @@ class AutoSpec:
     tta: bool = False
     refit: bool = True  # the final training of the chosen models on every labelled digit
     search: bool = True  # sampled trials after the portfolio of references, when the plan finds time for them
+    sampler: str = SAMPLERS[0]
     seed: int = 0
     limit: int | None = None
     val_fraction: float = 0.1
@@ -370,6 +408,7 @@ class AutoSpec:
         check_at_least("threads", self.threads, 1)
         check_limit(self.limit)
         check_seed("seed", self.seed)
+        check_choice("sampler", self.sampler, SAMPLERS)
         check_split(self.val_fraction, self.split_seed)
 
     @property

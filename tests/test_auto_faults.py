@@ -27,7 +27,11 @@ def one_line_error(err: str) -> str:
 
 def snapshot(folder: Path) -> dict[str, str]:
     """Every file under `folder` with a hash of its bytes: what a refused command must leave as it was."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -162,7 +166,9 @@ def test_a_read_only_folder_names_the_target_not_the_temporary(tmp_path, monkeyp
         write_bytes(tmp_path / "report.html", b"<html>")
     assert caught.value.errno == errno.EROFS and caught.value.filename == str(tmp_path / "report.html")
     assert list(tmp_path.iterdir()) == []
-    assert "cannot write" in write_fault(caught.value, {}) and "read-only file system; make it writable" in write_fault(caught.value, {})
+    assert "cannot write" in write_fault(caught.value, {}) and "read-only file system; make it writable" in write_fault(
+        caught.value, {}
+    )
 
 
 def test_an_artifact_on_a_full_disk_leaves_no_half_written_file_and_the_probe_says_so_in_one_line(tmp_path, full_disk):
@@ -205,12 +211,30 @@ def sqlite_fault(monkeypatch, fault: str) -> None:
         ("read-only", "the database is read-only; make it and its folder writable or give --storage elsewhere"),
     ],
 )
-def test_a_database_that_cannot_be_written_ends_in_one_line_and_stays_intact(place, capsys, monkeypatch, fault, expected):
+def test_a_database_that_cannot_be_written_ends_in_one_line_and_stays_intact(
+    place, capsys, monkeypatch, fault, expected
+):
     folder, url = place
     database = folder / "s" / "studies.db"
     before = optuna.get_all_study_names(url)
     sqlite_fault(monkeypatch, fault)
-    code = main(["run", "--space", "cnn", "--study", "new", "--trials", "1", "--epochs", "1", "--limit", "300", "--storage", url])
+    code = main(
+        [
+            "run",
+            "--space",
+            "cnn",
+            "--study",
+            "new",
+            "--trials",
+            "1",
+            "--epochs",
+            "1",
+            "--limit",
+            "300",
+            "--storage",
+            url,
+        ]
+    )
     assert code == 2
     line = one_line_error(capsys.readouterr().err)
     assert line == f"digit-search run: error: cannot write {database}: {expected}"
@@ -233,5 +257,39 @@ def test_optunas_wrapping_and_a_later_assertion_still_read_as_a_full_disk(tmp_pa
             raise AssertionError("Should not reach.")  # what `auto` ended with before
     except AssertionError as err:
         message = write_fault(err, {"storage": url}, database=tmp_path / "studies.db")
-    assert message == f"cannot write {tmp_path}/studies.db: no space left on device; free some space or give --storage elsewhere"
+    assert (
+        message
+        == f"cannot write {tmp_path}/studies.db: no space left on device; free some space or give --storage elsewhere"
+    )
     assert write_fault(AssertionError("Should not reach."), {"storage": url}, database=tmp_path / "studies.db") is None
+
+
+def test_an_artifact_disk_that_fills_during_a_run_stops_it_at_the_first_trial_in_one_line(
+    tmp_path, monkeypatch, capsys
+):
+    # the probe before the run still fits; each trial's weights then find the disk full
+    from search.study.artifacts import AtomicFileSystemArtifactStore
+
+    write = AtomicFileSystemArtifactStore.write
+
+    def filling(self, artifact_id, content_body):
+        if not artifact_id.startswith(".digit-search-probe"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.folder / artifact_id))
+        return write(self, artifact_id, content_body)
+
+    monkeypatch.setattr(AtomicFileSystemArtifactStore, "write", filling)
+    space = str(Path(__file__).parent / "fixtures" / "my_space.py")
+    url = f"sqlite:///{tmp_path}/studies.db"
+    artifacts = tmp_path / "artifacts"
+    code = main(["run", "--space", space, "--trials", "4", "--epochs", "1", "--limit", "200", "--storage", url,
+                 "--artifacts", str(artifacts)])  # fmt: skip
+    assert code == 1
+    out = capsys.readouterr().out
+    stopped = [line for line in out.splitlines() if line.startswith("stopped early:")]
+    assert len(stopped) == 1 and f"cannot write {artifacts}/" in stopped[0], out
+    assert stopped[0].endswith("no space left on device; free some space"), stopped[0]
+    (trial,) = optuna.load_study(study_name=optuna.get_all_study_names(url)[0], storage=url).trials
+    assert trial.state == optuna.trial.TrialState.FAIL  # one training lost, not five
+    assert list(artifacts.iterdir()) == []  # no half-written artifact
+    with sqlite3.connect(tmp_path / "studies.db") as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]

@@ -3,7 +3,6 @@ the pruner a study keeps, and the rung a predicted pace rules out before it star
 
 import functools
 import textwrap
-import time
 
 import numpy as np
 import optuna
@@ -12,19 +11,25 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
-from search.config import RunSpec
+from search.config import Deadline, RunSpec
 from search.dispatch.run import describe_pruning
 from search.errors import UserError
 from search.study import objective as objective_module
 from search.study.objective import TrialContext, make_objective
 from search.study.rungs import Rung, RungData, ladder
 from search.study.setup import PRUNER_STUDY_ATTR, make_pruner, resolve_pruner
-from search.study.trial_attrs import FORWARD_FLOPS_ATTR, IMAGES_TRAINED_ATTR, PRUNED_REASON_ATTR, REFERENCE_ATTR, RUNG_ATTR
+from search.study.trial_attrs import (
+    FORWARD_FLOPS_ATTR,
+    IMAGES_TRAINED_ATTR,
+    PRUNED_REASON_ATTR,
+    REFERENCE_ATTR,
+    RUNG_ATTR,
+)
 from search.train.trainer import TrainingData
 from spaces import load_space
 
 # A family whose "good" config learns and whose "bad" one cannot (a zero learning rate keeps it at chance).
-TOY_SPACE = '''
+TOY_SPACE = """
 from dataclasses import dataclass
 from torch import nn
 from spaces.base import Reference
@@ -51,7 +56,7 @@ def build(config):
 
 
 REFERENCES = {"toy-ref": Reference("toy-ref", Config(16), TrainConfig(batch_size=64))}
-'''
+"""
 
 
 def test_the_rows_ladder_trains_every_epoch_on_a_ninth_then_a_third_of_the_rows():
@@ -104,13 +109,19 @@ def toy_space(tmp_path):
     return load_space(str(path))
 
 
-def rung_study(toy_space, tmp_path, monkeypatch, *, trial_timeout=None, train_until=None):
+def rung_study(toy_space, tmp_path, monkeypatch, *, trial_timeout=None, deadline=None):
     """A study pruned on rungs over 300 toy rows (floor lowered to 10 rows: rungs of 33, 100 and 300)."""
     monkeypatch.setattr(objective_module, "ladder", functools.partial(ladder, min_rows=10))
     context = TrialContext(
-        space=toy_space, data=toy_data(), data_hash="h", epochs=2, base_seed=0,
-        artifact_store=FileSystemArtifactStore(str(tmp_path)), rung_data=RungData(toy_data()),
-        trial_timeout=trial_timeout, train_until=train_until,
+        space=toy_space,
+        data=toy_data(),
+        data_hash="h",
+        epochs=2,
+        base_seed=0,
+        artifact_store=FileSystemArtifactStore(str(tmp_path)),
+        rung_data=RungData(toy_data()),
+        trial_timeout=trial_timeout,
+        deadline=deadline,
     )
     study = optuna.create_study(direction="maximize", pruner=make_pruner("rungs", 2))
     return study, make_objective(context)
@@ -123,7 +134,9 @@ def training_params(**fields) -> dict:
     return training.params_of(TrainConfig(batch_size=64, **fields))
 
 
-def test_a_reference_climbs_every_rung_and_sets_the_bar_the_first_sampled_config_must_clear(toy_space, tmp_path, monkeypatch):
+def test_a_reference_climbs_every_rung_and_sets_the_bar_the_first_sampled_config_must_clear(
+    toy_space, tmp_path, monkeypatch
+):
     study, objective = rung_study(toy_space, tmp_path, monkeypatch)
     study.enqueue_trial(toy_space.references()["toy-ref"][1])
     study.enqueue_trial({"toy.width": 16, **training_params(lr=1e-9)})  # learns nothing: stays at chance
@@ -144,10 +157,15 @@ def test_a_reference_is_never_pruned_even_below_the_bar(toy_space, tmp_path, mon
     reference_params = toy_space.references()["toy-ref"][1]
     # rivals no accuracy can reach at the cheap rungs, so the pruner says "prune" to whatever asks
     for _ in range(3):
-        study.add_trial(optuna.trial.create_trial(
-            params={}, distributions={}, value=1.0, intermediate_values={1: 2.0, 3: 2.0, 9: 1.0},
-            system_attrs={"completed_rung_0": 2.0, "completed_rung_1": 2.0},
-        ))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={},
+                distributions={},
+                value=1.0,
+                intermediate_values={1: 2.0, 3: 2.0, 9: 1.0},
+                system_attrs={"completed_rung_0": 2.0, "completed_rung_1": 2.0},
+            )
+        )
     study.enqueue_trial(reference_params)
     study.optimize(objective, n_trials=1)
     reference = study.trials[-1]
@@ -155,7 +173,9 @@ def test_a_reference_is_never_pruned_even_below_the_bar(toy_space, tmp_path, mon
     assert reference.system_attrs["completed_rung_0"] == reference.intermediate_values[1]
 
 
-def test_a_config_worse_than_the_rung_before_it_is_screened_out_after_the_cheapest_rung(toy_space, tmp_path, monkeypatch):
+def test_a_config_worse_than_the_rung_before_it_is_screened_out_after_the_cheapest_rung(
+    toy_space, tmp_path, monkeypatch
+):
     study, objective = rung_study(toy_space, tmp_path, monkeypatch)
     study.enqueue_trial({"toy.width": 16, **training_params(lr=3e-3)})
     study.enqueue_trial({"toy.width": 16, **training_params(lr=1e-9)})  # learns nothing: stays at chance
@@ -166,7 +186,9 @@ def test_a_config_worse_than_the_rung_before_it_is_screened_out_after_the_cheape
     assert bad.user_attrs[IMAGES_TRAINED_ATTR] == 33 * 2 and bad.user_attrs[RUNG_ATTR] == "33 rows x 2 epochs"
 
 
-def test_a_rung_its_familys_measured_pace_cannot_finish_in_time_is_pruned_before_it_trains(toy_space, tmp_path, monkeypatch):
+def test_a_rung_its_familys_measured_pace_cannot_finish_in_time_is_pruned_before_it_trains(
+    toy_space, tmp_path, monkeypatch
+):
     study, objective = rung_study(toy_space, tmp_path, monkeypatch, trial_timeout=5.0)
     study.enqueue_trial({"toy.width": 16, **training_params()})
     study.optimize(objective, n_trials=1)
@@ -174,10 +196,14 @@ def test_a_rung_its_familys_measured_pace_cannot_finish_in_time_is_pruned_before
     assert first.state == TrialState.COMPLETE and first.user_attrs[FORWARD_FLOPS_ATTR] > 0
     # as if the family had trained far slower: the next trial's first rung is predicted over its 5 s
     for _ in range(2):
-        study.add_trial(optuna.trial.create_trial(
-            params=first.params, distributions=first.distributions, value=0.5,
-            user_attrs={**first.user_attrs, "images_per_second": 0.01},
-        ))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=first.params,
+                distributions=first.distributions,
+                value=0.5,
+                user_attrs={**first.user_attrs, "images_per_second": 0.01},
+            )
+        )
     study.enqueue_trial({"toy.width": 8, **training_params()})
     study.optimize(objective, n_trials=1)
     last = study.trials[-1]
@@ -187,27 +213,34 @@ def test_a_rung_its_familys_measured_pace_cannot_finish_in_time_is_pruned_before
 
 
 def test_no_trial_trains_past_the_runs_end_and_a_rung_predicted_past_it_never_starts(toy_space, tmp_path, monkeypatch):
-    study, objective = rung_study(toy_space, tmp_path, monkeypatch, train_until=time.time() + 60)
+    study, objective = rung_study(toy_space, tmp_path, monkeypatch, deadline=Deadline.after(60))
     study.enqueue_trial({"toy.width": 16, **training_params()})
     study.optimize(objective, n_trials=1)
     (first,) = study.trials
     assert first.state == TrialState.COMPLETE  # a minute is plenty for 433 toy rows x 2 epochs
     # as if the family trained far slower: the next trial's first rung is predicted past the end
     for _ in range(2):
-        study.add_trial(optuna.trial.create_trial(
-            params=first.params, distributions=first.distributions, value=0.5, user_attrs={**first.user_attrs, "images_per_second": 0.01},
-        ))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=first.params,
+                distributions=first.distributions,
+                value=0.5,
+                user_attrs={**first.user_attrs, "images_per_second": 0.01},
+            )
+        )
     study.enqueue_trial({"toy.width": 8, **training_params()})
     study.optimize(objective, n_trials=1)
     predicted = study.trials[-1]
     assert predicted.state == TrialState.PRUNED and predicted.intermediate_values == {}
     assert predicted.user_attrs[PRUNED_REASON_ATTR].startswith("predicted ")
     # with the end already past and no pace to predict from, the first training step stops the trial
-    study, objective = rung_study(toy_space, tmp_path, monkeypatch, train_until=time.time() - 1)
+    study, objective = rung_study(toy_space, tmp_path, monkeypatch, deadline=Deadline.after(-1))
     study.enqueue_trial({"toy.width": 16, **training_params()})
     study.optimize(objective, n_trials=1)
     (stopped,) = study.trials
-    assert stopped.state == TrialState.PRUNED and stopped.user_attrs[PRUNED_REASON_ATTR].startswith("over the run's end: stopped before step 1")
+    assert stopped.state == TrialState.PRUNED and stopped.user_attrs[PRUNED_REASON_ATTR].startswith(
+        "over the run's end: stopped before step 1"
+    )
 
 
 def test_a_new_study_prunes_on_rungs_and_an_old_one_keeps_its_pruner():

@@ -9,7 +9,7 @@ import torch
 import search.study.train_one as train_one_module
 import search.train.timed as timed
 from search.cli.main import main
-from search.config import TrainSpec, parse_budget
+from search.config import Deadline, TrainSpec, parse_budget
 from search.ensemble.submission import check_submission, lineage_problem
 from search.errors import UserError
 from search.train.prepared import all_labelled, prepare_data
@@ -60,8 +60,8 @@ class FakeTraining:
     def __init__(self, epoch_seconds: float) -> None:
         self.epoch_seconds, self.calls = epoch_seconds, []
 
-    def __call__(self, model, data, config, *, epochs, seed, on_epoch, time_limit):
-        self.calls.append((epochs, time_limit))
+    def __call__(self, model, data, config, *, epochs, seed, on_epoch, deadline):
+        self.calls.append((epochs, deadline.left()))
         for epoch in range(1, epochs + 1):
             on_epoch(EpochReport(epoch, 1.0, 1.0, 0.5, self.epoch_seconds * epoch, 100.0))
         return type("Result", (), {"train_seconds": self.epoch_seconds * epochs})()
@@ -93,7 +93,7 @@ def test_timed_training_starts_again_at_the_epochs_its_first_epoch_says_fit(fake
     fake = fake_training(epoch_seconds=2.0)
     space, candidate = tiny_candidate()
     notes = []
-    done = train_in_time(space, candidate, 0, some_data(), 40, 30.0, most=40, on_restart=notes.append)
+    done = train_in_time(space, candidate, 0, some_data(), 40, Deadline.after(30.0), most=40, on_restart=notes.append)
     # 40 epochs of 2s overrun 30s; the ~30s left fit floor(30 / 2.2) = 13
     assert [epochs for epochs, _ in fake.calls] == [40, 13]
     assert done.epochs == 13 and done.restarted and done.problem is None and done.result is not None
@@ -103,14 +103,14 @@ def test_timed_training_starts_again_at_the_epochs_its_first_epoch_says_fit(fake
 def test_timed_training_keeps_a_run_that_fits(fake_training):
     fake = fake_training(epoch_seconds=1.0)
     space, candidate = tiny_candidate()
-    done = train_in_time(space, candidate, 0, some_data(), 10, 15.0)
+    done = train_in_time(space, candidate, 0, some_data(), 10, Deadline.after(15.0))
     assert [epochs for epochs, _ in fake.calls] == [10] and done.epochs == 10 and not done.restarted
 
 
 def test_timed_training_gives_up_with_a_reason_under_its_least_epochs(fake_training):
     fake_training(epoch_seconds=10.0)
     space, candidate = tiny_candidate()
-    done = train_in_time(space, candidate, 0, some_data(), 10, 30.0, least=3)
+    done = train_in_time(space, candidate, 0, some_data(), 10, Deadline.after(30.0), least=3)
     assert done.result is None and done.epochs == 0
     assert done.problem == "10.0s an epoch leaves time for 2 epochs, under 3"
 
@@ -138,7 +138,21 @@ def test_all_digits_trains_on_the_validation_rows_too_and_says_so(capsys):
 
 def test_out_writes_a_submission_and_its_lineage(tmp_path, capsys):
     out = tmp_path / "submission.csv"
-    code = run_cli("train", "--space", "cnn", "--reference", "bn-cnn", "--all-digits", "--epochs", 1, "--limit", 300, "--out", out, "--json")
+    code = run_cli(
+        "train",
+        "--space",
+        "cnn",
+        "--reference",
+        "bn-cnn",
+        "--all-digits",
+        "--epochs",
+        1,
+        "--limit",
+        300,
+        "--out",
+        out,
+        "--json",
+    )
     assert code == 0
     summary = json_line(capsys)
     check_submission(out, 1000)  # the embedded sample's 1,000 test digits
@@ -147,8 +161,16 @@ def test_out_writes_a_submission_and_its_lineage(tmp_path, capsys):
     assert lineage_problem(out) is None
     assert lineage["config"]["reference"] == "bn-cnn" and lineage["config"]["family"] == "cnn"
     assert lineage["config"]["params"]["train.optimizer"]
-    assert lineage["training"]["epochs"] == 1 and lineage["training"]["seed"] == 0 and lineage["training"]["device"] == "cpu"
-    assert lineage["data"]["all_digits"] is True and lineage["data"]["trained_digits"] == 300 and lineage["data"]["data_hash"]
+    assert (
+        lineage["training"]["epochs"] == 1
+        and lineage["training"]["seed"] == 0
+        and lineage["training"]["device"] == "cpu"
+    )
+    assert (
+        lineage["data"]["all_digits"] is True
+        and lineage["data"]["trained_digits"] == 300
+        and lineage["data"]["data_hash"]
+    )
     assert lineage["validation"]["held_out"] is False and "not held out" in lineage["validation"]["note"]
     assert lineage["validation"]["accuracy"] == pytest.approx(summary["val_accuracy"])
     assert summary["submission"] == str(out)

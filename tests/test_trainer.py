@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import replace
 from unittest import mock
@@ -12,10 +11,12 @@ import pytest
 import torch
 from torch import nn
 
+from search.config import Deadline
 from search.train import device as device_module
 from search.train.augment import random_affine
 from search.train.device import autocast_dtype, select_device, set_threads
 from search.train.trainer import (
+    ComputePlan,
     Diverged,
     EpochReport,
     FastDropout,
@@ -241,9 +242,9 @@ def test_the_bf16_probe_times_a_real_matmul() -> None:
 # --- the training loop ----------------------------------------------------------------------------
 
 
-def test_train_stops_at_the_first_step_past_its_time_limit(data: TrainingData) -> None:
+def test_train_stops_at_the_first_step_past_its_deadline(data: TrainingData) -> None:
     with pytest.raises(OutOfTime, match="before step 1 of .* in epoch 1"):
-        train(tiny_cnn(), data, FAST, epochs=2, time_limit=0)
+        train(tiny_cnn(), data, FAST, epochs=2, deadline=Deadline.after(0))
     reports: list[EpochReport] = []
 
     def slow_callback(report: EpochReport) -> None:  # time spent between epochs counts too
@@ -251,8 +252,20 @@ def test_train_stops_at_the_first_step_past_its_time_limit(data: TrainingData) -
         time.sleep(1.2)
 
     with pytest.raises(OutOfTime, match="before step 1 of .* in epoch 2"):
-        train(tiny_cnn(), data, FAST, epochs=3, on_epoch=slow_callback, time_limit=1.0)
+        train(tiny_cnn(), data, FAST, epochs=3, on_epoch=slow_callback, deadline=Deadline.after(1.0))
     assert [r.epoch for r in reports] == [1]
+
+
+def test_precision_and_memory_format_are_options_that_override_the_plan(data: TrainingData) -> None:
+    model = tiny_cnn()
+    assert ComputePlan.for_model(model, torch.device("cpu"), precision="fp32", channels_last=True) == ComputePlan(
+        torch.device("cpu"), None, True
+    )
+    assert ComputePlan.for_model(model, torch.device("cpu"), precision="bf16").autocast == torch.bfloat16
+    with pytest.raises(ValueError, match="precision"):
+        train(model, data, FAST, epochs=1, precision="fp16")
+    result = train(tiny_cnn(), data, FAST, epochs=1, precision="fp32", channels_last=False)
+    assert 0 <= result.val_accuracy <= 1
 
 
 def test_train_reports_every_epoch(data: TrainingData) -> None:
@@ -275,7 +288,9 @@ def test_train_reports_every_epoch(data: TrainingData) -> None:
 
 def test_a_run_judged_on_its_end_validates_once_and_predicts_no_test_digits(data: TrainingData) -> None:
     reports: list[EpochReport] = []
-    result = train(tiny_cnn(), data, FAST, epochs=3, on_epoch=reports.append, validate_every_epoch=False, predict_test=False)
+    result = train(
+        tiny_cnn(), data, FAST, epochs=3, on_epoch=reports.append, validate_every_epoch=False, predict_test=False
+    )
     assert [(r.val_loss, r.val_accuracy) for r in reports[:2]] == [(None, None), (None, None)]
     assert result.val_accuracy == reports[-1].val_accuracy is not None and result.val_probs.shape == (300, 10)
     assert result.test_probs is None
@@ -286,7 +301,14 @@ def test_a_run_judged_on_its_end_validates_once_and_predicts_no_test_digits(data
 
 def test_the_plateau_schedule_validates_every_epoch_since_it_steps_on_the_validation_loss(data: TrainingData) -> None:
     reports: list[EpochReport] = []
-    train(tiny_cnn(), data, replace(FAST, schedule="plateau"), epochs=2, on_epoch=reports.append, validate_every_epoch=False)
+    train(
+        tiny_cnn(),
+        data,
+        replace(FAST, schedule="plateau"),
+        epochs=2,
+        on_epoch=reports.append,
+        validate_every_epoch=False,
+    )
     assert all(r.val_loss is not None for r in reports)
 
 
@@ -372,7 +394,9 @@ def test_every_optimizer_and_schedule_learns(data: TrainingData, optimizer: str,
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
 def test_weight_decay_is_decoupled_from_the_learning_rate(data: TrainingData, optimizer: str) -> None:
     def weight_norm_after(lr: float, weight_decay: float) -> float:
-        config = TrainConfig(optimizer=optimizer, lr=lr, weight_decay=weight_decay, schedule="cosine", batch_size=64, **NO_AUGMENT)
+        config = TrainConfig(
+            optimizer=optimizer, lr=lr, weight_decay=weight_decay, schedule="cosine", batch_size=64, **NO_AUGMENT
+        )
         model = tiny_mlp()
         train(model, data, config, epochs=1)
         return model[1].weight.norm().item()

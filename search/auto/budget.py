@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from search.config import Deadline
 from search.study.progress import format_duration
+
 
 @dataclass
 class Clock:
@@ -37,6 +39,13 @@ class Clock:
         finally:
             self.spent(name, self.used - started)
 
+    def deadline(self, reserve: float = 0.0) -> Deadline:
+        """The moment the budget ends, less `reserve` seconds kept for what comes after: what a phase hands down."""
+        return self.moment(self.budget - reserve)
+
+    def moment(self, used: float) -> Deadline:
+        """The moment this clock reads `used` seconds used."""
+        return Deadline.after(used - self.used)
+
     def status(self) -> str:
         return f"{format_duration(self.used)} used, {format_duration(self.left)} left of {format_duration(self.budget)}"
-

@@ -112,7 +112,9 @@ def search_pays(seconds: float, costs: Sequence[ConfigCost], train_images: int) 
     return seconds >= MIN_SEARCH_RUNGS * cheapest
 
 
-def plan_budget(left: float, costs: Sequence[ConfigCost], train_images: int, all_images: int, *, search: bool, refit: bool) -> Plan:
+def plan_budget(
+    left: float, costs: Sequence[ConfigCost], train_images: int, all_images: int, *, search: bool, refit: bool
+) -> Plan:
     """Split `left` seconds between the portfolio, the search, the final training and the final phase.
 
     `costs` are the portfolio's configs in the order they would train.
@@ -127,7 +129,9 @@ def plan_budget(left: float, costs: Sequence[ConfigCost], train_images: int, all
         notes.append("no search (--no-search)")
         search_seconds = 0.0
     elif not search_pays(search_seconds, costs, train_images):
-        notes.append(f"no search: the final training can use all but {search_seconds:.0f}s, too little to screen {MIN_SEARCH_RUNGS} sampled configs")
+        notes.append(
+            f"no search: the final training can use all but {search_seconds:.0f}s, too little to screen {MIN_SEARCH_RUNGS} sampled configs"
+        )
         search_seconds = 0.0
     if not refit:
         portfolio = usable - search_seconds
@@ -141,7 +145,9 @@ def plan_budget(left: float, costs: Sequence[ConfigCost], train_images: int, all
             )
             portfolio, refit_seconds = portfolio + refit_seconds, 0.0
         else:
-            notes.append(f"{refit_seconds:.0f}s for the final training on all {all_images:,} labelled digits, shared by ensemble weight")
+            notes.append(
+                f"{refit_seconds:.0f}s for the final training on all {all_images:,} labelled digits, shared by ensemble weight"
+            )
     else:
         notes.append("no final training (--no-refit)")
     climbs = search_seconds > 0
@@ -154,7 +160,9 @@ def plan_budget(left: float, costs: Sequence[ConfigCost], train_images: int, all
     return Plan(usable, portfolio, search_seconds, refit_seconds, final, epochs, tuple(notes))
 
 
-def fits_portfolio(cost: ConfigCost, epochs: int, train_images: int, climbs: bool, seconds_left: float, first: bool, usable: float) -> str | None:
+def fits_portfolio(
+    cost: ConfigCost, epochs: int, train_images: int, climbs: bool, seconds_left: float, first: bool, usable: float
+) -> str | None:
     """None when the config's proxy fits the portfolio's time left, else why it is left out (one line)."""
     needed = cost.proxy_seconds(epochs, train_images, climbs)
     room = max(seconds_left, FIRST_CONFIG_SHARE * usable) if first else seconds_left
@@ -203,7 +211,9 @@ def survivors(scores: dict[str, tuple[float, float]]) -> list[str]:
     return ranked[: max(1, math.ceil(len(ranked) / 2))]
 
 
-def share_refit(weights: Sequence[float], epoch_seconds: Sequence[float], seconds: float, least: Sequence[int] | None = None) -> dict[int, int]:
+def share_refit(
+    weights: Sequence[float], epoch_seconds: Sequence[float], seconds: float, least: Sequence[int] | None = None
+) -> dict[int, int]:
     """Epochs of each member to retrain (index -> epochs): `seconds` shared in proportion to ensemble weight.
 
     At most MAX_REFIT_MODELS members, heaviest first; one whose share buys under MIN_REFIT_EPOCHS (or
@@ -214,7 +224,9 @@ def share_refit(weights: Sequence[float], epoch_seconds: Sequence[float], second
     floor = [max(MIN_REFIT_EPOCHS, least[i] if least else 0) for i in range(len(weights))]
     order = [i for i in sorted(range(len(weights)), key=lambda i: -weights[i]) if weights[i] > 0][:MAX_REFIT_MODELS]
     while order:
-        epochs = _epochs_by_weight({i: weights[i] for i in order}, {i: REFIT_TIME_SAFETY * epoch_seconds[i] for i in order}, seconds)
+        epochs = _epochs_by_weight(
+            {i: weights[i] for i in order}, {i: REFIT_TIME_SAFETY * epoch_seconds[i] for i in order}, seconds
+        )
         if all(epochs[i] >= floor[i] for i in order):
             return epochs
         order = order[:-1]

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from search.auto.plan import MAX_REFIT_EPOCHS, MIN_REFIT_EPOCHS
+from search.config import Deadline
 from search.train.prepared import all_labelled
 from search.train.timed import OffPace, fitting_epochs, train_in_time
 from search.train.trainer import TrainingData
@@ -37,10 +38,21 @@ class Refitted:
     problem: str | None = None
 
 
-def refit(space: Space, params: dict[str, Any], seed: int, data: TrainingData, epochs: int, label: str, time_limit: float) -> Refitted:
-    """Retrain the config of `params` from scratch on `data` within `time_limit` seconds: `epochs` epochs,
-    or as many as its first epoch's pace says fit; a run that still overruns gives up, saying so."""
-    timed = train_in_time(space, space.candidate_from_params(params), seed, data, epochs, time_limit, least=MIN_REFIT_EPOCHS, most=MAX_REFIT_EPOCHS)
+def refit(
+    space: Space, params: dict[str, Any], seed: int, data: TrainingData, epochs: int, label: str, deadline: Deadline
+) -> Refitted:
+    """Retrain the config of `params` from scratch on `data` by `deadline`: `epochs` epochs, or as many
+    as its first epoch's pace says fit; a run that still overruns gives up, saying so."""
+    timed = train_in_time(
+        space,
+        space.candidate_from_params(params),
+        seed,
+        data,
+        epochs,
+        deadline,
+        least=MIN_REFIT_EPOCHS,
+        most=MAX_REFIT_EPOCHS,
+    )
     if timed.result is None:
         return Refitted(label, timed.epochs, timed.seconds, None, None, timed.problem)
     state = {name: tensor.detach().cpu() for name, tensor in timed.result.model.state_dict().items()}

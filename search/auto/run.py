@@ -22,9 +22,26 @@ from typing import Any, TextIO
 
 from search.auto.budget import Clock
 from search.auto.checks import check_auto_options
-from search.auto.plan import ConfigCost, Plan, order_portfolio, plan_budget, families_left_out, refit_claim, search_pays, share_refit
+from search.auto.plan import (
+    ConfigCost,
+    Plan,
+    families_left_out,
+    order_portfolio,
+    plan_budget,
+    refit_claim,
+    search_pays,
+    share_refit,
+)
 from search.auto.refit import Refitted, all_labelled, refit
-from search.auto.search import CostModel, FamilyState, recorded_epochs, recorded_references, run_portfolio, search, study_best
+from search.auto.search import (
+    CostModel,
+    FamilyState,
+    recorded_epochs,
+    recorded_references,
+    run_portfolio,
+    search,
+    study_best,
+)
 from search.config import AutoSpec, EnsembleSpec, ReportSpec
 from search.ensemble.build import BuiltEnsemble, build_ensemble
 from search.ensemble.selection import apply_temperature, blend
@@ -68,7 +85,13 @@ def run_auto(spec: AutoSpec, out: TextIO | None = None) -> AutoResult:
     keep_freed_memory()
 
     with clock.phase("measure"):
-        prepared = prepare_data(spec.data_dir, limit=spec.limit, val_fraction=spec.val_fraction, split_seed=spec.split_seed, device=spec.device)
+        prepared = prepare_data(
+            spec.data_dir,
+            limit=spec.limit,
+            val_fraction=spec.val_fraction,
+            split_seed=spec.split_seed,
+            device=spec.device,
+        )
         train_images, all_images = len(prepared.split.train_index), len(prepared.digits.train_labels)
         studies = {family: f"{spec.study_prefix}{family}" for family in spec.family_names}
         device = str(prepared.tensors.device)
@@ -76,9 +99,13 @@ def run_auto(spec: AutoSpec, out: TextIO | None = None) -> AutoResult:
         family_of = {name: family for family in spec.family_names for name in load_space(family).references()}
         order = order_portfolio(list(family_of), {name: r.value for name, r in recorded.items()})
         costs = CostModel([(family_of[name], name) for name in order], prepared, spec.seed)
-        plan = plan_budget(clock.left, costs.costs(recorded), train_images, all_images, search=spec.search, refit=spec.refit)
+        plan = plan_budget(
+            clock.left, costs.costs(recorded), train_images, all_images, search=spec.search, refit=spec.refit
+        )
     states = {
-        family: FamilyState(family, study, recorded_epochs(spec.storage, study) or plan.epochs, best=study_best(spec.storage, study))
+        family: FamilyState(
+            family, study, recorded_epochs(spec.storage, study) or plan.epochs, best=study_best(spec.storage, study)
+        )
         for family, study in studies.items()
     }
     planned = costs.costs(recorded)
@@ -99,9 +126,13 @@ def run_auto(spec: AutoSpec, out: TextIO | None = None) -> AutoResult:
         with clock.phase("search"):
             searched = [states[f] for f in dict.fromkeys(family_of[name] for name in trained)]
             recorded = recorded_references(spec.storage, studies, device)
-            search_seconds = search_time(spec, plan, measured_costs(), trained, recorded, searched, train_images, all_images, clock, out)
+            search_seconds = search_time(
+                spec, plan, measured_costs(), trained, recorded, searched, train_images, all_images, clock, out
+            )
             if search_seconds:
-                out.write(f"search: {search_seconds:.0f}s over {', '.join(s.family for s in searched)} ({clock.status()})\n")
+                out.write(
+                    f"search: {search_seconds:.0f}s over {', '.join(s.family for s in searched)} ({clock.status()})\n"
+                )
                 search(spec, search_seconds, searched, clock, out, lambda states: ensemble_shares(spec, states, out))
     except KeyboardInterrupt:
         cut_short = next(reversed(clock.phases))
@@ -114,20 +145,30 @@ def run_auto(spec: AutoSpec, out: TextIO | None = None) -> AutoResult:
 
     with clock.phase("ensemble"):
         ensemble = build_ensemble(ensemble_spec(spec, studies_with_trials(list(states.values()))), io.StringIO())
-    out.write(f"ensemble: {len(ensemble.chosen.members)} members, validation accuracy {ensemble.val_accuracy:.2%} ({clock.status()})\n")
+    out.write(
+        f"ensemble: {len(ensemble.chosen.members)} members, validation accuracy {ensemble.val_accuracy:.2%} ({clock.status()})\n"
+    )
 
     refitted: list[Refitted] = []
     if cut_short is None:
         try:
             with clock.phase("final training"):
-                final_training(spec, plan, {c.name: c for c in measured_costs()}, ensemble, prepared, clock, out, refitted)
+                final_training(
+                    spec, plan, {c.name: c for c in measured_costs()}, ensemble, prepared, clock, out, refitted
+                )
         except KeyboardInterrupt:
             cut_short = "final training"
-            out.write("\ninterrupted during the final training: submitting with the models retrained so far, the proxies elsewhere\n")
+            out.write(
+                "\ninterrupted during the final training: submitting with the models retrained so far, the proxies elsewhere\n"
+            )
 
     with clock.phase("submission and report"):
         saved, csv_path, json_path = submit(spec, ensemble, refitted, plan, clock, cut_short)
-        report = None if cut_short else write_auto_report(spec, [s.study for s in states.values() if s.best is not None], saved, out)
+        report = (
+            None
+            if cut_short
+            else write_auto_report(spec, [s.study for s in states.values() if s.best is not None], saved, out)
+        )
     result = AutoResult(
         submission=csv_path,
         lineage=json_path,
@@ -174,13 +215,24 @@ def search_time(
     return seconds
 
 
-def print_plan(plan: Plan, costs: list[ConfigCost], recorded: dict, source: str, train_images: int, clock: Clock, out: TextIO) -> None:
-    out.write(f"auto: {clock.status()} on {source}; portfolio of {len(costs)} references, proxies of {plan.epochs} epochs\n")
+def print_plan(
+    plan: Plan, costs: list[ConfigCost], recorded: dict, source: str, train_images: int, clock: Clock, out: TextIO
+) -> None:
+    out.write(
+        f"auto: {clock.status()} on {source}; portfolio of {len(costs)} references, proxies of {plan.epochs} epochs\n"
+    )
     for cost in costs:
         measured = "measured" if cost.name in recorded and recorded[cost.name].images_per_second else "predicted"
         value = f", {recorded[cost.name].value:.2%} validation before" if cost.name in recorded else ""
-        out.write(f"  {cost.name} ({cost.family}): {cost.images_per_second:,.0f} images/s {measured}, {cost.epoch_seconds(train_images):.1f}s an epoch{value}\n")
-    parts = [f"portfolio {plan.portfolio_seconds:.0f}s", f"search {plan.search_seconds:.0f}s", *plan.notes, f"{plan.final_seconds:.0f}s for the ensemble and report"]
+        out.write(
+            f"  {cost.name} ({cost.family}): {cost.images_per_second:,.0f} images/s {measured}, {cost.epoch_seconds(train_images):.1f}s an epoch{value}\n"
+        )
+    parts = [
+        f"portfolio {plan.portfolio_seconds:.0f}s",
+        f"search {plan.search_seconds:.0f}s",
+        *plan.notes,
+        f"{plan.final_seconds:.0f}s for the ensemble and report",
+    ]
     out.write("  " + "; ".join(parts) + "\n")
     out.flush()
 
@@ -204,7 +256,9 @@ def ensemble_spec(spec: AutoSpec, studies: list[str]) -> EnsembleSpec:
 def studies_with_trials(states: list[FamilyState]) -> list[str]:
     studies = [s.study for s in states if s.best is not None]
     if not studies:
-        raise UserError("no trial completed within the budget; give a longer --budget (the references alone need a few epochs each)")
+        raise UserError(
+            "no trial completed within the budget; give a longer --budget (the references alone need a few epochs each)"
+        )
     return studies
 
 
@@ -246,21 +300,28 @@ def final_training(
     least = [c.epochs or 1 for c in candidates]
     epochs = share_refit([float(ensemble.chosen.weights[i]) for i in members], epoch_seconds, seconds, least)
     if not epochs:
-        out.write(f"final training skipped: {seconds:.0f}s left cannot retrain even the heaviest member for longer than its proxy trained\n")
+        out.write(
+            f"final training skipped: {seconds:.0f}s left cannot retrain even the heaviest member for longer than its proxy trained\n"
+        )
         return
     data = all_labelled(prepared)
     order = sorted(epochs, key=lambda p: -float(ensemble.chosen.weights[members[p]]))
     plan_text = ", ".join(f"{candidates[p].label} {epochs[p]}" for p in order)
-    out.write(f"final training on all {all_images:,} digits, epochs by ensemble weight: {plan_text} ({clock.status()})\n")
-    ends = clock.used + seconds
+    out.write(
+        f"final training on all {all_images:,} digits, epochs by ensemble weight: {plan_text} ({clock.status()})\n"
+    )
+    ends = clock.used + seconds  # the clock's reading when the final training must be done
     planned = {p: epoch_seconds[p] * epochs[p] for p in order}
     for number, position in enumerate(order):
         candidate = candidates[position]
         space = ensemble.pool.spaces[candidate.study][0]
         # this model's part of what is left, in proportion to its planned time
         still_planned = sum(planned[p] for p in order[number:])
-        limit = max(1.0, (ends - clock.used) * planned[position] / still_planned)
-        done = refit(space, candidate.params, candidate.seed or spec.seed, data, epochs[position], candidate.label, limit)
+        share = max(1.0, (ends - clock.used) * planned[position] / still_planned)
+        deadline = clock.moment(clock.used + share)
+        done = refit(
+            space, candidate.params, candidate.seed or spec.seed, data, epochs[position], candidate.label, deadline
+        )
         refitted.append(done)
         outcome = done.problem or f"{done.epochs} epochs in {done.seconds:.0f}s"
         out.write(f"  {candidate.label} ({candidate.family}): {outcome} ({clock.status()})\n")
@@ -288,7 +349,9 @@ def sampled_members(ensemble: BuiltEnsemble) -> list[str]:
     return found
 
 
-def submit(spec: AutoSpec, ensemble: BuiltEnsemble, refitted: list[Refitted], plan: Plan, clock: Clock, cut_short: str | None) -> tuple[Path, Path, Path]:
+def submit(
+    spec: AutoSpec, ensemble: BuiltEnsemble, refitted: list[Refitted], plan: Plan, clock: Clock, cut_short: str | None
+) -> tuple[Path, Path, Path]:
     """The submission from the retrained models where there are any (the proxies elsewhere), saved and written."""
     by_label = {r.label: r for r in refitted if r.state is not None}
     test_probs = ensemble.test_probs.copy()  # (M, T, 10) at each candidate's temperature
@@ -306,9 +369,14 @@ def submit(spec: AutoSpec, ensemble: BuiltEnsemble, refitted: list[Refitted], pl
             "budget_seconds": clock.budget,
             "phases": dict(clock.phases),
             "search_epochs": plan.epochs,
-            "plan": {"portfolio_seconds": round(plan.portfolio_seconds), "search_seconds": round(plan.search_seconds), "refit_seconds": round(plan.refit_seconds)},
+            "plan": {
+                "portfolio_seconds": round(plan.portfolio_seconds),
+                "search_seconds": round(plan.search_seconds),
+                "refit_seconds": round(plan.refit_seconds),
+            },
             "final_training": [
-                {"member": r.label, "epochs": r.epochs, "seconds": round(r.seconds, 1), "problem": r.problem} for r in refitted
+                {"member": r.label, "epochs": r.epochs, "seconds": round(r.seconds, 1), "problem": r.problem}
+                for r in refitted
             ],
             "notes": list(plan.notes),
             "cut_short": cut_short,  # the phase a Ctrl-C cut; None: the run went to its end
@@ -321,7 +389,14 @@ def submit(spec: AutoSpec, ensemble: BuiltEnsemble, refitted: list[Refitted], pl
 def write_auto_report(spec: AutoSpec, studies: list[str], saved: Path, out: TextIO) -> Path | None:
     """The HTML report of the auto studies and their ensemble; None (and the reason printed) if it fails:
     the submission is written by then, and a report is not worth failing the command for."""
-    report = ReportSpec(studies=",".join(studies), storage=spec.storage, out=spec.report, artifacts=spec.artifacts, ensemble=str(saved), data_dir=spec.data_dir)
+    report = ReportSpec(
+        studies=",".join(studies),
+        storage=spec.storage,
+        out=spec.report,
+        artifacts=spec.artifacts,
+        ensemble=str(saved),
+        data_dir=spec.data_dir,
+    )
     try:
         return run_report(report, io.StringIO()).page
     except UserError as err:
@@ -329,21 +404,43 @@ def write_auto_report(spec: AutoSpec, studies: list[str], saved: Path, out: Text
         return None
 
 
-def print_leaderboard(result: AutoResult, states: list[FamilyState], ensemble: BuiltEnsemble, refitted: list[Refitted], out: TextIO) -> None:
+def print_leaderboard(
+    result: AutoResult, states: list[FamilyState], ensemble: BuiltEnsemble, refitted: list[Refitted], out: TextIO
+) -> None:
     out.write("\nfamily    best val  search time  rounds\n")
     for state in sorted(states, key=lambda s: -(s.best or 0)):
         best = "-" if state.best is None else f"{state.best:.2%}"
         out.write(f"{state.family:8}  {best:>8}  {state.seconds:>10.0f}s  {','.join(map(str, state.rounds)) or '-'}\n")
-    out.write(f"ensemble  {result.val_accuracy:>8.2%}  (validation, {len(ensemble.chosen.members)} members, before the final training)\n")
+    out.write(
+        f"ensemble  {result.val_accuracy:>8.2%}  (validation, {len(ensemble.chosen.members)} members, before the final training)\n"
+    )
     out.write(ensemble.table())
     if refitted:
-        out.write("retrained on all labelled digits: " + ", ".join(f"{r.label} ({r.epochs} epochs{', ' + r.problem if r.problem else ''})" for r in refitted) + "\n")
+        out.write(
+            "retrained on all labelled digits: "
+            + ", ".join(f"{r.label} ({r.epochs} epochs{', ' + r.problem if r.problem else ''})" for r in refitted)
+            + "\n"
+        )
     if result.sampled_members:
-        out.write(f"the search beat the portfolio: sampled configs in the submission: {', '.join(result.sampled_members)}\n")
+        out.write(
+            f"the search beat the portfolio: sampled configs in the submission: {', '.join(result.sampled_members)}\n"
+        )
     else:
         searched = any(state.rounds for state in states)
-        out.write("the submission is the portfolio's references" + (" (no sampled config raised the ensemble)" if searched else " (no search ran)") + "\n")
-    out.write("time: " + ", ".join(f"{phase} {seconds:.0f}s" for phase, seconds in result.phases.items()) + f"; total {result.seconds:.0f}s\n")
+        out.write(
+            "the submission is the portfolio's references"
+            + (" (no sampled config raised the ensemble)" if searched else " (no search ran)")
+            + "\n"
+        )
+    out.write(
+        "time: "
+        + ", ".join(f"{phase} {seconds:.0f}s" for phase, seconds in result.phases.items())
+        + f"; total {result.seconds:.0f}s\n"
+    )
     if result.cut_short:
         out.write(f"cut short by Ctrl-C during the {result.cut_short} (the lineage says so)\n")
-    out.write(f"wrote {result.submission} and {result.lineage.name}; ensemble saved in {result.saved}" + (f"; report {result.report}" if result.report else "") + "\n")
+    out.write(
+        f"wrote {result.submission} and {result.lineage.name}; ensemble saved in {result.saved}"
+        + (f"; report {result.report}" if result.report else "")
+        + "\n"
+    )

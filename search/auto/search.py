@@ -8,7 +8,6 @@ has trained, from one short timed training of the portfolio's first config.
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -18,7 +17,7 @@ from optuna.trial import TrialState
 
 from search.auto.budget import Clock
 from search.auto.plan import ConfigCost, Plan, fits_portfolio, round_share, rounds_for, survivors
-from search.config import AutoSpec, RunSpec
+from search.config import AutoSpec, Deadline, RunSpec
 from search.dispatch.run import RunSummary, run_study
 from search.study.setup import EPOCHS_STUDY_ATTR
 from search.study.states import FINISHED
@@ -69,7 +68,11 @@ def recorded_references(storage_url: str, studies: dict[str, str], device: str) 
             continue
         for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             reference = trial.user_attrs.get(REFERENCE_ATTR)
-            if reference is None or trial.value is None or (reference in found and found[reference].value >= trial.value):
+            if (
+                reference is None
+                or trial.value is None
+                or (reference in found and found[reference].value >= trial.value)
+            ):
                 continue
             speed = trial.user_attrs.get("images_per_second") if trial.user_attrs.get("device") == device else None
             found[reference] = Recorded(family, trial.value, speed)
@@ -146,7 +149,13 @@ class CostModel:
 
         def subset(count: int) -> TrainingData:
             count = min(count, len(tensors.train_labels))
-            return TrainingData(tensors.train_images[:count], tensors.train_labels[:count], tensors.val_images[:64], tensors.val_labels[:64], tensors.test_images[:0])
+            return TrainingData(
+                tensors.train_images[:count],
+                tensors.train_labels[:count],
+                tensors.val_images[:64],
+                tensors.val_labels[:64],
+                tensors.test_images[:0],
+            )
 
         space = load_space(family)
         candidate = space.references()[name][0]
@@ -168,6 +177,7 @@ def study_run(spec: AutoSpec, state: FamilyState, **options) -> RunSpec:
         storage=spec.storage,
         artifacts=spec.artifacts,
         seed=spec.seed,
+        sampler=spec.sampler,
         device=spec.device,
         threads=spec.threads,
         workers=spec.workers,
@@ -209,7 +219,9 @@ def run_portfolio(
         if cost.name in done:
             continue
         state = states[cost.family]
-        reason = fits_portfolio(cost, state.epochs, train_images, plan.searches, ends - clock.used, not trained, plan.usable)
+        reason = fits_portfolio(
+            cost, state.epochs, train_images, plan.searches, ends - clock.used, not trained, plan.usable
+        )
         if reason is not None:
             out.write(f"  leaving out {reason}\n")
             continue
@@ -219,29 +231,37 @@ def run_portfolio(
             "only_references": (cost.name,),
             "climb_references": plan.searches,
             "trial_timeout": max(1.0, TRIAL_TIME_MARGIN * predicted),
-            "train_until": time.time() + clock.left - plan.final_seconds,  # the budget is a wall, whatever the prediction
+            "deadline": clock.deadline(reserve=plan.final_seconds),  # the budget is a wall, whatever the prediction
         }
         started = clock.used
         summary = run_study(study_run(spec, state, **options), io.StringIO())
         state.seconds += clock.used - started
-        report_slice(state, summary, clock, out, f"{cost.name}, {state.epochs} epochs, {clock.used - started:.0f}s (planned {predicted:.0f}s)")
+        report_slice(
+            state,
+            summary,
+            clock,
+            out,
+            f"{cost.name}, {state.epochs} epochs, {clock.used - started:.0f}s (planned {predicted:.0f}s)",
+        )
         if cost.name in recorded_references(spec.storage, {state.family: state.study}, ""):
             trained.append(cost.name)
         current = costs()  # re-planned with the speed this trial measured
     return trained
 
 
-def run_slice(spec: AutoSpec, state: FamilyState, seconds: float, clock: Clock, out: TextIO, search_left: float) -> None:
+def run_slice(
+    spec: AutoSpec, state: FamilyState, seconds: float, clock: Clock, out: TextIO, search_ends: Deadline
+) -> None:
     """Give one family `seconds` of sampled trials. No trial trains past twice its predicted time (a sampled
     config can be much bigger than the references). Sampled trials start while a first rung can end in the
     slice; one promoted late may finish its climb after the slice (the rounds after it share what is left,
-    so they pay for it) but not after the search's end, `search_left` seconds away, and a rung that the
+    so they pay for it) but not after the search's end, `search_ends`, and a rung that the
     family's measured pace says cannot end by then is stopped before it starts."""
     options = {
         "trials": ENDLESS,
         "timeout": max(1.0, seconds - state.first_rung_seconds),
         "trial_timeout": max(1.0, TRIAL_TIME_MARGIN * state.trial_seconds),
-        "train_until": time.time() + search_left,
+        "deadline": search_ends,
         "only_references": (),
     }
     started = clock.used
@@ -275,15 +295,19 @@ def search(
             if not alive:
                 break
             share = round_share(left, rounds, round_number, len(alive))
-        out.write(f"search round {round_number}: {', '.join(s.family for s in alive)}, {share:.0f}s each ({clock.status()})\n")
+        out.write(
+            f"search round {round_number}: {', '.join(s.family for s in alive)}, {share:.0f}s each ({clock.status()})\n"
+        )
         for state in alive:
             state.rounds.append(round_number)
-            run_slice(spec, state, share, clock, out, search_ends - clock.used)
+            run_slice(spec, state, share, clock, out, clock.moment(search_ends))
         shares = ensemble_shares(states)
         for state in states:
             state.ensemble_share = shares.get(state.study, 0.0)
         kept = set(survivors({s.family: (s.ensemble_share, s.best or 0.0) for s in alive}))
         dropped = [s.family for s in alive if s.family not in kept]
         if dropped:
-            out.write(f"  leaving: {', '.join(dropped)} (their share of the ensemble and best accuracy are the lowest)\n")
+            out.write(
+                f"  leaving: {', '.join(dropped)} (their share of the ensemble and best accuracy are the lowest)\n"
+            )
         alive = [s for s in alive if s.family in kept]

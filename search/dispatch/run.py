@@ -39,7 +39,7 @@ from search.study.storage import (
     parse_storage_url,
     redacted,
 )
-from search.study.trial_attrs import FAIL_REASON_ATTR, RETRY_OF_ATTR, RUNG_ATTR
+from search.study.trial_attrs import FAIL_REASON_ATTR, RETRY_OF_ATTR, RUNG_ATTR, WRITE_FAULT_ATTR
 from search.train.prepared import PreparedData, prepare_data
 from search.train.trainer import EpochReport
 from spaces import Space, load_space
@@ -59,7 +59,8 @@ class RunSummary:
 
 
 class FailuresInARow:
-    """Notices a study whose trials keep failing, so a run stops instead of looping forever towards N."""
+    """Notices a study whose trials keep failing, so a run stops instead of looping forever towards N; a
+    trial failed by a full disk or a read-only folder stops it at once, since every later one would too."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -68,13 +69,24 @@ class FailuresInARow:
 
     def should_stop(self, trial: FrozenTrial) -> bool:
         self.in_a_row = self.in_a_row + 1 if trial.state == TrialState.FAIL else 0
-        if self.in_a_row >= self.limit:
-            self.reason = f"{self.limit} trials failed in a row (last: {trial.user_attrs.get(FAIL_REASON_ATTR, 'unknown')})"
+        if trial.state == TrialState.FAIL and WRITE_FAULT_ATTR in trial.user_attrs:
+            self.reason = f"trial {trial.number} failed: {trial.user_attrs[WRITE_FAULT_ATTR]}"
+        elif self.in_a_row >= self.limit:
+            self.reason = (
+                f"{self.limit} trials failed in a row (last: {trial.user_attrs.get(FAIL_REASON_ATTR, 'unknown')})"
+            )
         return self.reason is not None
 
 
 def trial_job(
-    spec: RunSpec, study_name: str, space_option: str, epochs: int, pruner: str, prepared: PreparedData, artifact_dir: str, trials_sharing_memory: int
+    spec: RunSpec,
+    study_name: str,
+    space_option: str,
+    epochs: int,
+    pruner: str,
+    prepared: PreparedData,
+    artifact_dir: str,
+    trials_sharing_memory: int,
 ) -> TrialJob:
     """The run's one TrialJob, with paths made absolute for workers that start in another directory."""
     return TrialJob(
@@ -90,7 +102,7 @@ def trial_job(
         sampler=spec.sampler,
         threads=spec.threads,
         trial_timeout=spec.trial_timeout,
-        train_until=spec.train_until,
+        deadline=spec.deadline,
         climb_references=spec.climb_references,
         trials_sharing_memory=trials_sharing_memory,
     )
@@ -128,7 +140,13 @@ def check_run(spec: RunSpec) -> CheckedRun:
     epochs = resolve_epochs(spec.epochs, recorded, name)
     pruner = resolve_pruner(spec.pruner, recorded, name)
     # the driver of a parallel run trains nothing: its copy of the data only feeds the object store
-    prepared = prepare_data(spec.data_dir, limit=spec.limit, val_fraction=spec.val_fraction, split_seed=spec.split_seed, device="cpu" if spec.parallel else spec.device)
+    prepared = prepare_data(
+        spec.data_dir,
+        limit=spec.limit,
+        val_fraction=spec.val_fraction,
+        split_seed=spec.split_seed,
+        device="cpu" if spec.parallel else spec.device,
+    )
     identity = study_identity(space, prepared)
     if storage is not None:
         check_can_continue(storage, name, identity)
@@ -155,9 +173,25 @@ def run_study(spec: RunSpec, out: TextIO | None = None) -> RunSummary:
             resources = stack.enter_context(ray_driver.ray_cluster(spec))
         storage = run.storage or open_storage(spec.storage)
         study = open_study(
-            name, storage, run.identity, seed=spec.seed, pruner=run.pruner, epochs=epochs, space_option=run.space_option, sampler=spec.sampler
+            name,
+            storage,
+            run.identity,
+            seed=spec.seed,
+            pruner=run.pruner,
+            epochs=epochs,
+            space_option=run.space_option,
+            sampler=spec.sampler,
         )
-        job = trial_job(spec, name, run.space_option, epochs, run.pruner, prepared, run.artifact_dir, resources.trials_per_device if resources else 1)
+        job = trial_job(
+            spec,
+            name,
+            run.space_option,
+            epochs,
+            run.pruner,
+            prepared,
+            run.artifact_dir,
+            resources.trials_per_device if resources else 1,
+        )
         reconciled = reconcile_lost_trials(study, storage)
         retry_interrupted(study)
         if spec.reference:
@@ -186,14 +220,33 @@ def run_study(spec: RunSpec, out: TextIO | None = None) -> RunSummary:
         def on_epoch(trial: optuna.Trial, report: EpochReport) -> None:
             attrs = trial.user_attrs
             rows = attrs[RUNG_ATTR].split(" x ")[0] if RUNG_ATTR in attrs else None
-            running = RunningTrial(trial.number, attrs.get("family", "?"), epochs, report.epoch, report.val_accuracy, report.images_per_second, rows)
+            running = RunningTrial(
+                trial.number,
+                attrs.get("family", "?"),
+                epochs,
+                report.epoch,
+                report.val_accuracy,
+                report.images_per_second,
+                rows,
+            )
             progress.show_running([running])
 
         if finished < spec.trials:
             if resources is not None:
-                ray_driver.run_parallel(resources, job, study, storage, prepared, spec.trials, spec.timeout, on_trial, progress)
+                ray_driver.run_parallel(
+                    resources, job, study, storage, prepared, spec.trials, spec.timeout, on_trial, progress
+                )
             else:
-                run_in_process(job, study, storage, prepared.tensors, spec.trials, spec.timeout, on_trial, on_epoch if progress.live else None)
+                run_in_process(
+                    job,
+                    study,
+                    storage,
+                    prepared.tensors,
+                    spec.trials,
+                    spec.timeout,
+                    on_trial,
+                    on_epoch if progress.live else None,
+                )
     summary = summarize(study, spec, run.artifact_dir, failures.reason)
     print_summary(summary, out)
     return summary
@@ -201,7 +254,9 @@ def run_study(spec: RunSpec, out: TextIO | None = None) -> RunSummary:
 
 def describe_pruning(pruner: str, epochs: int, rows: int) -> str:
     if pruner != RUNG_PRUNER:
-        return f"up to {plural(epochs, 'epoch')} a trial, " + ("no pruning" if pruner == "none" else f"pruned by {pruner}")
+        return f"up to {plural(epochs, 'epoch')} a trial, " + (
+            "no pruning" if pruner == "none" else f"pruned by {pruner}"
+        )
     rungs = ladder(epochs, rows)
     if len(rungs) == 1:
         return f"{plural(epochs, 'epoch')} a trial; too few rows to screen on rungs of at least {MIN_RUNG_ROWS:,}"
@@ -231,11 +286,15 @@ def describe_queue(study: optuna.Study, space: Space, to_run: int) -> str:
     queued = [t for t in waiting if RETRY_OF_ATTR not in t.user_attrs]
     parts = []
     if retries:
-        parts.append(f"{plural(len(retries), 'retry', 'retries')} of {describe_numbers([t.user_attrs[RETRY_OF_ATTR] for t in retries])}")
+        parts.append(
+            f"{plural(len(retries), 'retry', 'retries')} of {describe_numbers([t.user_attrs[RETRY_OF_ATTR] for t in retries])}"
+        )
     if queued:
         labels = [space.reference_name(config_of(t)) for t in queued]
         what = "reference" if all(labels) else "queued config"
-        parts.append(f"{plural(len(queued), what)} ({', '.join(label or f'trial {t.number}' for label, t in zip(labels, queued))})")
+        parts.append(
+            f"{plural(len(queued), what)} ({', '.join(label or f'trial {t.number}' for label, t in zip(labels, queued))})"
+        )
     first = f"queued first: {' and '.join(parts)}"
     if to_run < len(waiting):
         return f"{first}; --trials leaves room for {to_run} of them this run, the rest stay queued for a later one, sampled trials after them"

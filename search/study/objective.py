@@ -9,13 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
-from search.study.optuna_internals import ArtifactStore
 from optuna.trial import TrialState
 from torch import nn
 
-from search.config import RUNG_PRUNER, TrialJob
+from search.config import RUNG_PRUNER, Deadline, TrialJob
+from search.errors import write_fault
 from search.study.artifacts import open_artifact_store, store_trial_artifacts
 from search.study.memory import check_fits
+from search.study.optuna_internals import ArtifactStore
 from search.study.rungs import Rung, RungData, ladder
 from search.study.trial_attrs import (
     EPOCHS_ATTR,
@@ -28,6 +29,7 @@ from search.study.trial_attrs import (
     PRUNED_REASON_ATTR,
     REFERENCE_ATTR,
     RUNG_ATTR,
+    WRITE_FAULT_ATTR,
 )
 from search.train.cost import Throughput, forward_flops
 from search.train.models import build_model, count_parameters
@@ -47,7 +49,7 @@ class TrialContext:
     base_seed: int
     artifact_store: ArtifactStore
     trial_timeout: float | None = None  # seconds of training after which a trial is pruned, mid-epoch if need be
-    train_until: float | None = None  # Unix time after which no trial trains (the end of auto's search)
+    deadline: Deadline | None = None  # no trial trains past it (the end of auto's phase)
     climb_references: bool = True  # False: a reference trains its full rung only (no sampled config needs its bar)
     trials_sharing_memory: int = 1  # trials that may run at once on this trial's device (see search.study.memory)
     on_epoch: Callable[[optuna.Trial, EpochReport], None] | None = None  # e.g. the live progress line
@@ -66,7 +68,7 @@ class TrialContext:
             base_seed=job.base_seed,
             artifact_store=open_artifact_store(job.artifacts),
             trial_timeout=job.trial_timeout,
-            train_until=job.train_until,
+            deadline=job.deadline,
             climb_references=job.climb_references,
             trials_sharing_memory=job.trials_sharing_memory,
             on_epoch=on_epoch,
@@ -82,19 +84,16 @@ class TrialContext:
         rungs = ladder(self.epochs, full.rows)
         return rungs[-1:] if reference and not self.climb_references else rungs
 
-    def time_left(self, started: float) -> float | None:
-        """Seconds a trial that began training at perf_counter `started` may still train (None: no limit)."""
-        limits = []
-        if self.trial_timeout is not None:
-            limits.append(self.trial_timeout - (time.perf_counter() - started))
-        if self.train_until is not None:
-            limits.append(self.train_until - time.time())
-        return max(0.0, min(limits)) if limits else None
+    def trial_deadline(self) -> Deadline | None:
+        """For a trial that begins training now: the earlier of its --trial-timeout and the run's deadline (None: no limit)."""
+        if self.trial_timeout is None:
+            return self.deadline
+        return Deadline.after(self.trial_timeout).earlier(self.deadline)
 
     def time_limit_text(self) -> str:
         """What bounds a trial's training, for a pruned trial's reason."""
         limits = [] if self.trial_timeout is None else [f"--trial-timeout {self.trial_timeout:g}s"]
-        return " and ".join(limits + ([] if self.train_until is None else ["the run's end"]))
+        return " and ".join(limits + ([] if self.deadline is None else ["the run's end"]))
 
 
 def make_objective(context: TrialContext):
@@ -118,6 +117,9 @@ def make_objective(context: TrialContext):
             raise
         except Exception as err:  # the trial fails alone; the reason is kept for the report
             trial.set_user_attr(FAIL_REASON_ATTR, f"{type(err).__name__}: {err}"[:500])
+            fault = write_fault(err, {})
+            if fault is not None:  # every later trial would train only to fail the same way
+                trial.set_user_attr(WRITE_FAULT_ATTR, fault)
             raise
 
     return objective
@@ -128,8 +130,10 @@ def family_pace(trial: optuna.Trial, family: str, device: str) -> Throughput | N
     return Throughput.from_runs(
         (t.user_attrs[FORWARD_FLOPS_ATTR], t.user_attrs["images_per_second"])
         for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        if t.user_attrs.get("family") == family and t.user_attrs.get("device") == device
-        and FORWARD_FLOPS_ATTR in t.user_attrs and "images_per_second" in t.user_attrs
+        if t.user_attrs.get("family") == family
+        and t.user_attrs.get("device") == device
+        and FORWARD_FLOPS_ATTR in t.user_attrs
+        and "images_per_second" in t.user_attrs
     )
 
 
@@ -171,28 +175,31 @@ def _train_trial(trial: optuna.Trial, context: TrialContext) -> float:
         trial.set_user_attr("memory_mb", round(needed / 1e6, 1))
 
     # read once a trial: the study's other trials barely move the family's median pace meanwhile
-    limited = context.trial_timeout is not None or context.train_until is not None
-    pace = family_pace(trial, candidate.family, str(device)) if limited and flops is not None else None
+    deadline = context.trial_deadline()
+    pace = family_pace(trial, candidate.family, str(device)) if deadline is not None and flops is not None else None
     started = time.perf_counter()
     rungs = context.rungs(reference is not None)
     images = 0
     for index, rung in enumerate(rungs):
         if index:
             model = build_model(context.space, candidate, seed)  # every rung trains from the same fresh start
-        time_left = context.time_left(started)
         if pace is not None:
-            check_can_finish(trial, pace, flops, rung, time_left)
+            check_can_finish(trial, pace, flops, rung, deadline.left())
         if context.rung_data is not None:
             trial.set_user_attr(RUNG_ATTR, f"{rung.rows} rows x {rung.epochs} epochs")
         last = index == len(rungs) - 1
-        result = _train_rung(trial, context, model.to(device), candidate.train, rung, seed, images, started, time_left, last)
+        result = _train_rung(
+            trial, context, model.to(device), candidate.train, rung, seed, images, started, deadline, last
+        )
         images += rung.images
         if context.rung_data is not None:
             trial.report(result.val_accuracy, rung.step)  # the last rung's too: the report draws every rung
             # a reference climbs every rung too, never pruned: asking the pruner records its accuracy at the
             # rung, the bar a sampled config must clear (else the first sampled config is promoted unopposed)
             if index < len(rungs) - 1 and trial.should_prune() and reference is None:
-                raise optuna.TrialPruned(f"val accuracy {result.val_accuracy:.4f} on {rung.rows} rows x {rung.epochs} epochs")
+                raise optuna.TrialPruned(
+                    f"val accuracy {result.val_accuracy:.4f} on {rung.rows} rows x {rung.epochs} epochs"
+                )
     metadata = {"family": candidate.family, "params": trial.params, "seed": seed, "data_hash": context.data_hash}
     store_trial_artifacts(trial, context.artifact_store, result.model, metadata, result.val_probs, result.test_probs)
     trial.set_user_attr("val_loss", round(result.val_loss, 6))
@@ -208,7 +215,7 @@ def _train_rung(
     seed: int,
     images_before: int,
     started: float,
-    time_left: float | None,
+    deadline: Deadline | None,
     last: bool,
 ) -> TrainResult:
     """One complete training of `rung`; with an epoch pruner (no rung data) every epoch is reported and may end the trial.
@@ -232,6 +239,13 @@ def _train_rung(
                 raise optuna.TrialPruned(f"val accuracy {report.val_accuracy:.4f} at epoch {report.epoch}")
 
     return train(
-        model, data, config, epochs=rung.epochs, seed=seed, on_epoch=on_epoch, time_limit=time_left,
-        validate_every_epoch=by_epoch, predict_test=last,
+        model,
+        data,
+        config,
+        epochs=rung.epochs,
+        seed=seed,
+        on_epoch=on_epoch,
+        deadline=deadline,
+        validate_every_epoch=by_epoch,
+        predict_test=last,
     )

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 import numpy as np
 import optuna
 
-from search.config import DEFAULT_EPOCHS, TrainSpec
+from search.config import DEFAULT_EPOCHS, Deadline, TrainSpec
 from search.errors import UserError
 from search.study.progress import plural
 from search.study.storage import check_database_exists, open_storage, redacted
@@ -53,7 +53,9 @@ def resolve_candidate(spec: TrainSpec, space: Space) -> Chosen:
         references = space.references()
         if spec.reference not in references:
             known = ", ".join(sorted(references)) or "none"
-            raise UserError(f"--reference {spec.reference!r} is not a reference of space {space.name!r}; known: {known}")
+            raise UserError(
+                f"--reference {spec.reference!r} is not a reference of space {space.name!r}; known: {known}"
+            )
         candidate, params = references[spec.reference]
         return Chosen(candidate, params, spec.seed, spec.epochs or DEFAULT_EPOCHS, f"reference {spec.reference}")
     study_name, _, number_text = spec.trial.rpartition(":")
@@ -68,13 +70,19 @@ def resolve_candidate(spec: TrainSpec, space: Space) -> Chosen:
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     trial = trials.get(int(number_text))
     if trial is None:
-        raise UserError(f"--trial {spec.trial!r}: study {study_name!r} has no trial {number_text} (it has {len(trials)})")
+        raise UserError(
+            f"--trial {spec.trial!r}: study {study_name!r} has no trial {number_text} (it has {len(trials)})"
+        )
     try:
         candidate = space.candidate_from_params(trial.params)
     except (ValueError, KeyError) as err:
-        raise UserError(f"--trial {spec.trial!r} does not fit space {space.name!r} ({err}); pass the --space the study used") from None
+        raise UserError(
+            f"--trial {spec.trial!r} does not fit space {space.name!r} ({err}); pass the --space the study used"
+        ) from None
     epochs = spec.epochs or int(trial.user_attrs.get(EPOCHS_ATTR, DEFAULT_EPOCHS))
-    return Chosen(candidate, dict(trial.params), int(trial.user_attrs.get("seed", spec.seed)), epochs, f"trial {spec.trial}")
+    return Chosen(
+        candidate, dict(trial.params), int(trial.user_attrs.get("seed", spec.seed)), epochs, f"trial {spec.trial}"
+    )
 
 
 def train_one(spec: TrainSpec, out: TextIO | None = None, submit: Submit | None = None) -> dict:
@@ -88,7 +96,9 @@ def train_one(spec: TrainSpec, out: TextIO | None = None, submit: Submit | None 
     chosen = resolve_candidate(spec, space)
     set_threads(spec.threads)
     keep_freed_memory()
-    prepared = prepare_data(spec.data_dir, limit=spec.limit, val_fraction=spec.val_fraction, split_seed=spec.split_seed, device=spec.device)
+    prepared = prepare_data(
+        spec.data_dir, limit=spec.limit, val_fraction=spec.val_fraction, split_seed=spec.split_seed, device=spec.device
+    )
     if submit is not None and len(prepared.digits.test_images) == 0:
         raise UserError(f"--out {spec.out!r}: the data {prepared.digits.source} has no test digits to predict")
     data = all_labelled(prepared) if spec.all_digits else prepared.tensors
@@ -111,13 +121,30 @@ def train_one(spec: TrainSpec, out: TextIO | None = None, submit: Submit | None 
     if budget is None:
         epochs = chosen.epochs
         model = build_model(space, chosen.candidate, chosen.seed).to(data.device)
-        result = train(model, data, chosen.candidate.train, epochs=epochs, seed=chosen.seed, on_epoch=lambda report: on_epoch(report, epochs))
+        result = train(
+            model,
+            data,
+            chosen.candidate.train,
+            epochs=epochs,
+            seed=chosen.seed,
+            on_epoch=lambda report: on_epoch(report, epochs),
+        )
     else:
         left = budget - (time.monotonic() - started)
         if left <= 0:
-            raise UserError(f"--budget {spec.budget} was spent before training began (loading the data took {time.monotonic() - started:.0f}s)")
+            raise UserError(
+                f"--budget {spec.budget} was spent before training began (loading the data took {time.monotonic() - started:.0f}s)"
+            )
         timed = train_in_time(
-            space, chosen.candidate, chosen.seed, data, MAX_TIMED_EPOCHS, left, most=MAX_TIMED_EPOCHS, on_epoch=on_epoch, on_restart=on_restart
+            space,
+            chosen.candidate,
+            chosen.seed,
+            data,
+            MAX_TIMED_EPOCHS,
+            Deadline.after(left),
+            most=MAX_TIMED_EPOCHS,
+            on_epoch=on_epoch,
+            on_restart=on_restart,
         )
         if timed.result is None:
             raise UserError(f"--budget {spec.budget}: {timed.problem}; give a longer --budget or train with --epochs N")
@@ -144,7 +171,9 @@ def train_one(spec: TrainSpec, out: TextIO | None = None, submit: Submit | None 
         "history": [{"epoch": r.epoch, "val_accuracy": r.val_accuracy, "seconds": r.seconds} for r in result.history],
     }
     if submit is not None:
-        csv_path, json_path = submit(result.test_probs.argmax(axis=1), lineage(spec, space, chosen, prepared, result, summary))
+        csv_path, json_path = submit(
+            result.test_probs.argmax(axis=1), lineage(spec, space, chosen, prepared, result, summary)
+        )
         summary.update(submission=str(csv_path), lineage=str(json_path))
         summary["wall_seconds"] = time.monotonic() - started
     if spec.as_json:
@@ -162,14 +191,27 @@ def train_one(spec: TrainSpec, out: TextIO | None = None, submit: Submit | None 
     return summary
 
 
-def lineage(spec: TrainSpec, space: Space, chosen: Chosen, prepared: PreparedData, result: TrainResult, summary: dict) -> dict[str, Any]:
+def lineage(
+    spec: TrainSpec, space: Space, chosen: Chosen, prepared: PreparedData, result: TrainResult, summary: dict
+) -> dict[str, Any]:
     """What a `train --out` submission was made from: the config, the training, the data, the validation figures."""
-    validation: dict[str, Any] = {"digits": len(prepared.split.val_index), "accuracy": result.val_accuracy, "log_loss": result.val_loss, "held_out": not spec.all_digits}
+    validation: dict[str, Any] = {
+        "digits": len(prepared.split.val_index),
+        "accuracy": result.val_accuracy,
+        "log_loss": result.val_loss,
+        "held_out": not spec.all_digits,
+    }
     if spec.all_digits:
         validation["note"] = NOT_HELD_OUT
     return {
         "command": "train",
-        "config": {"space": space.name, "family": chosen.candidate.family, "reference": spec.reference, "trial": spec.trial, "params": chosen.params},
+        "config": {
+            "space": space.name,
+            "family": chosen.candidate.family,
+            "reference": spec.reference,
+            "trial": spec.trial,
+            "params": chosen.params,
+        },
         "training": {
             "seed": chosen.seed,
             "epochs": summary["epochs"],
@@ -179,6 +221,11 @@ def lineage(spec: TrainSpec, space: Space, chosen: Chosen, prepared: PreparedDat
             "device": result.device,
             "model_params": summary["params"],
         },
-        "data": {**prepared.study_attrs(), "limit": spec.limit, "all_digits": spec.all_digits, "trained_digits": summary["trained_digits"]},
+        "data": {
+            **prepared.study_attrs(),
+            "limit": spec.limit,
+            "all_digits": spec.all_digits,
+            "trained_digits": summary["trained_digits"],
+        },
         "validation": validation,
     }

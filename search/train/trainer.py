@@ -3,7 +3,7 @@
 The whole dataset sits on the device as uint8 (see TrainingData). Each step gathers a shuffled batch,
 augments it with one batched affine warp, normalises it and runs the model, under bf16 autocast where
 the device runs bf16 natively and faster than fp32 (search.device.autocast_dtype decides).
-Pruning works through `on_epoch`, whatever it raises propagates; `time_limit` stops a run mid-epoch.
+Pruning works through `on_epoch`, whatever it raises propagates; a `deadline` stops a run mid-epoch.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from search.config import IMAGE_SHAPE, MNIST_MEAN, MNIST_STD, NUM_CLASSES
+from search.config import IMAGE_SHAPE, MNIST_MEAN, MNIST_STD, NUM_CLASSES, Deadline
 from search.train.augment import random_affine
 from search.train.device import autocast_dtype
 from spaces.training import TrainConfig
 
 EVAL_BATCH_SIZE = 512  # measured faster than 2048 on CPU (cache-sized activations): 6,200 vs 4,000 images/s for bn-cnn
 FINITE_CHECK_EVERY = 50  # steps between host syncs that look for a NaN/inf loss
+PRECISIONS = ("auto", "bf16", "fp32")  # train(precision=...): "auto" lets ComputePlan choose
 ONECYCLE_WARMUP_FRACTION = 0.2
 ONECYCLE_START = 0.04  # warm-up starts at lr / 25, as torch's OneCycleLR does
 PLATEAU_FACTOR = 0.5
@@ -59,9 +60,13 @@ class TrainingData:
             if len(images) == 0:
                 raise ValueError(f"{name}_images must hold at least one image")
             if labels.dtype != torch.int64 or labels.shape != (len(images),):
-                raise ValueError(f"{name}_labels must be ({len(images)},) int64, got {tuple(labels.shape)} {labels.dtype}")
+                raise ValueError(
+                    f"{name}_labels must be ({len(images)},) int64, got {tuple(labels.shape)} {labels.dtype}"
+                )
         _check_images("test_images", self.test_images)
-        devices = {t.device for t in (self.train_images, self.train_labels, self.val_images, self.val_labels, self.test_images)}
+        devices = {
+            t.device for t in (self.train_images, self.train_labels, self.val_images, self.val_labels, self.test_images)
+        }
         if len(devices) > 1:
             raise ValueError(f"all tensors must be on one device, got {sorted(map(str, devices))}")
 
@@ -89,7 +94,9 @@ class TrainingData:
         def labels(array: np.ndarray) -> Tensor:
             return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64)).to(device)
 
-        return cls(images(train_images), labels(train_labels), images(val_images), labels(val_labels), images(test_images))
+        return cls(
+            images(train_images), labels(train_labels), images(val_images), labels(val_labels), images(test_images)
+        )
 
 
 @dataclass(frozen=True)
@@ -128,10 +135,17 @@ class ComputePlan:
     channels_last: bool
 
     @classmethod
-    def for_model(cls, model: nn.Module, device: torch.device) -> ComputePlan:
-        # channels_last measured 1.3-1.6x faster for BN convnets on CPU and helps tensor cores on CUDA
-        has_batchnorm_convs = any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
-        return cls(device, autocast_dtype(device), has_batchnorm_convs)
+    def for_model(
+        cls, model: nn.Module, device: torch.device, *, precision: str = "auto", channels_last: bool | None = None
+    ) -> ComputePlan:
+        """The plan the trainer picks for `model` on `device`, unless `precision` or `channels_last` says otherwise."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        autocast = {"auto": autocast_dtype(device), "bf16": torch.bfloat16, "fp32": None}[precision]
+        if channels_last is None:
+            # measured 1.3-1.6x faster for BN convnets on CPU, and it helps tensor cores on CUDA
+            channels_last = any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+        return cls(device, autocast, channels_last)
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """Move the model to the device and memory format of the plan (in place; returns it)."""
@@ -164,9 +178,11 @@ def train(
     epochs: int,
     seed: int = 0,
     on_epoch: Callable[[EpochReport], None] | None = None,
-    time_limit: float | None = None,
+    deadline: Deadline | None = None,
     validate_every_epoch: bool = True,
     predict_test: bool = True,
+    precision: str = "auto",
+    channels_last: bool | None = None,
 ) -> TrainResult:
     """Train `model` for `epochs` epochs, validating after each and calling on_epoch(report).
 
@@ -178,18 +194,22 @@ def train(
     Deterministic on CPU for a given seed (shuffling, augmentation and dropout draw from it; the
     caller seeds the model's initialisation). Raises Diverged on a NaN/inf loss; an exception
     raised by on_epoch (e.g. optuna.TrialPruned) propagates unchanged. Raises OutOfTime at the first
-    training step that starts more than `time_limit` seconds after train() began (validation time
-    counts), so one long epoch can't overrun the limit. The model is trained in place; on CPU its
-    nn.Dropout layers become FastDropout (same p, no parameters).
+    training step that starts after `deadline` (validation time counts), so one long epoch can't
+    overrun it. The model is trained in place; on CPU its nn.Dropout layers become FastDropout (same
+    p, no parameters).
+
+    `precision` ("auto": bf16 autocast where the device runs it faster, see ComputePlan; "bf16";
+    "fp32") and `channels_last` (None: for batch-norm convnets) override the compute plan, to
+    measure one against the other.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     device = data.device
-    plan = ComputePlan.for_model(model, device)
+    plan = ComputePlan.for_model(model, device, precision=precision, channels_last=channels_last)
     plan.prepare(model)
     with _fast_dropout(model, device):
         validated = range(1, epochs + 1) if validate_every_epoch or config.schedule == "plateau" else (epochs,)
-        return _train(model, data, config, plan, epochs, seed, on_epoch, time_limit, frozenset(validated), predict_test)
+        return _train(model, data, config, plan, epochs, seed, on_epoch, deadline, frozenset(validated), predict_test)
 
 
 def _train(
@@ -200,7 +220,7 @@ def _train(
     epochs: int,
     seed: int,
     on_epoch: Callable[[EpochReport], None] | None,
-    time_limit: float | None,
+    deadline: Deadline | None,
     validated: frozenset[int],
     predict_test: bool,
 ) -> TrainResult:
@@ -211,13 +231,14 @@ def _train(
     scheduler = _make_scheduler(optimizer, config, total_steps=epochs * batches_per_epoch)
 
     history: list[EpochReport] = []
-    deadline = None if time_limit is None else time.perf_counter() + time_limit
     seconds = step_seconds = 0.0
     images_seen = 0
     with _global_rng_seeded(seed, device):
         for epoch in range(1, epochs + 1):
             started = time.perf_counter()
-            train_loss, images = _train_epoch(model, data, config, plan, optimizer, scheduler, generator, epoch, deadline)
+            train_loss, images = _train_epoch(
+                model, data, config, plan, optimizer, scheduler, generator, epoch, deadline
+            )
             step_seconds += time.perf_counter() - started
             images_seen += images
             val_loss = val_accuracy = None
@@ -304,7 +325,7 @@ def _train_epoch(
     scheduler,
     generator: torch.Generator,
     epoch: int,
-    deadline: float | None,
+    deadline: Deadline | None,
 ) -> tuple[float, int]:
     """One pass over shuffled training data; returns (mean training loss, images trained on)."""
     model.train()
@@ -314,11 +335,13 @@ def _train_epoch(
     images = 0
     bounds = _batch_bounds(len(order), config.batch_size)
     for step, (start, stop) in enumerate(bounds, start=1):
-        if deadline is not None and time.perf_counter() > deadline:
+        if deadline is not None and deadline.passed():
             raise OutOfTime(f"stopped before step {step} of {len(bounds)} in epoch {epoch}")
         index = order[start:stop]  # (B,)
         pixels = data.train_images[index].float().div_(255)  # (B, 1, 28, 28) in [0, 1]
-        pixels = random_affine(pixels, rotation=config.rotation, shift=config.shift, zoom=config.zoom, generator=generator)
+        pixels = random_affine(
+            pixels, rotation=config.rotation, shift=config.shift, zoom=config.zoom, generator=generator
+        )
         with plan.context():
             logits = model(plan.inputs(pixels))  # (B, 10)
         loss = F.cross_entropy(logits.float(), data.train_labels[index], label_smoothing=config.label_smoothing)
