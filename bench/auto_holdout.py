@@ -82,8 +82,14 @@ def cpu_description() -> str:
     except OSError:
         pass
     units = [name for name in ("avx512_bf16", "amx_bf16", "amx_tile") if name in flags]
-    limits = [f"{name}={os.environ[name]}" for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if name in os.environ]
-    return f"{model}, {os.cpu_count()} CPUs, " + (" ".join(units) if units else "no avx512_bf16/AMX") + (f" (run with {' '.join(limits)})" if limits else "")
+    limits = [
+        f"{name}={os.environ[name]}" for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if name in os.environ
+    ]
+    return (
+        f"{model}, {os.cpu_count()} CPUs, "
+        + (" ".join(units) if units else "no avx512_bf16/AMX")
+        + (f" (run with {' '.join(limits)})" if limits else "")
+    )
 
 
 def load() -> str:
@@ -91,7 +97,12 @@ def load() -> str:
 
 
 def command_of(name: str, args: argparse.Namespace, data_dir: Path) -> list[str]:
-    common = ["--data", str(data_dir), *(["--limit", str(args.limit)] if args.limit else []), *(["--threads", str(args.threads)] if args.threads else [])]
+    common = [
+        "--data",
+        str(data_dir),
+        *(["--limit", str(args.limit)] if args.limit else []),
+        *(["--threads", str(args.threads)] if args.threads else []),
+    ]
     if name == "baseline":
         return [*BASELINE, "--budget", args.budget, "--out", "submission.csv", *common]
     return ["auto", "--budget", args.budget, *(["--no-search"] if name == "no-search" else []), *common, *args.extra]
@@ -119,7 +130,11 @@ def run_one(name: str, args: argparse.Namespace, data_dir: Path, folder: Path, h
         outcome.validation = lineage["validation"]["submitted"]["accuracy"]
         members = ", ".join(f"{m['study']}#{m['trial']}" for m in lineage["members"])
         refits = [r for r in lineage.get("auto", {}).get("final_training", []) if not r.get("problem")]
-        retrained = "; retrained " + ", ".join(f"{r['member']} {r['epochs']} ep" for r in refits) if refits else "; none retrained"
+        retrained = (
+            "; retrained " + ", ".join(f"{r['member']} {r['epochs']} ep" for r in refits)
+            if refits
+            else "; none retrained"
+        )
         outcome.trained = f"{len(lineage['members'])} members ({members}){retrained}"
     return outcome
 
@@ -138,11 +153,25 @@ def auto_detail(folder: Path, data_dir: Path, held_labels: np.ndarray) -> None:
             proxies = api.build_ensemble(all_studies, top=5, data_dir=str(data_dir), log=quiet)
     finally:
         os.chdir(here)
-    rows = [("submitted (after the final training)", lineage["validation"]["submitted"]["accuracy"], float(np.mean(submitted == held_labels)))]
-    rows.append(("the same ensemble's search models", proxies.val_accuracy, float(np.mean(proxies.test_labels == held_labels))))
+    rows = [
+        (
+            "submitted (after the final training)",
+            lineage["validation"]["submitted"]["accuracy"],
+            float(np.mean(submitted == held_labels)),
+        )
+    ]
+    rows.append(
+        ("the same ensemble's search models", proxies.val_accuracy, float(np.mean(proxies.test_labels == held_labels)))
+    )
     for study, best in proxies.best_per_study.items():
         single = proxies.test_probs[best].argmax(axis=1)
-        rows.append((f"best of {study} (trial {proxies.candidates[best].number})", proxies.scores[best].accuracy, float(np.mean(single == held_labels))))
+        rows.append(
+            (
+                f"best of {study} (trial {proxies.candidates[best].number})",
+                proxies.scores[best].accuracy,
+                float(np.mean(single == held_labels)),
+            )
+        )
 
     print(f"\nauto in detail: members {studies}")
     print(f"{'':40}  validation  holdout ({len(held_labels):,})")
@@ -168,14 +197,28 @@ def print_table(outcomes: list[Outcome], args: argparse.Namespace, held: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", default="1h", help="each run's --budget (default: 1h)")
-    parser.add_argument("--data", default=str(DEFAULT_DATA_DIR), help="Kaggle's folder, or 'embedded' for the embedded sample (smoke runs)")
+    parser.add_argument(
+        "--data",
+        default=str(DEFAULT_DATA_DIR),
+        help="Kaggle's folder, or 'embedded' for the embedded sample (smoke runs)",
+    )
     parser.add_argument("--holdout", type=float, default=0.1, help="fraction of train.csv held out with its labels")
     parser.add_argument("--seed", type=int, default=12345, help="seed of the holdout split (not the validation split)")
-    parser.add_argument("--only", default=",".join(RUNS), help=f"the runs, comma-separated, from {','.join(RUNS)} (default: all, in that order)")
+    parser.add_argument(
+        "--only",
+        default=",".join(RUNS),
+        help=f"the runs, comma-separated, from {','.join(RUNS)} (default: all, in that order)",
+    )
     parser.add_argument("--limit", type=int, help="--limit ROWS for every run (smoke runs)")
-    parser.add_argument("--threads", type=int, help="--threads N for every run (with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 in the environment, a slower CPU's stand-in)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="--threads N for every run (with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 in the environment, a slower CPU's stand-in)",
+    )
     parser.add_argument("--work", help="folder for the data, studies and outputs (default: a new temporary one)")
-    parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more options for the two digit-search auto runs")
+    parser.add_argument(
+        "--extra", nargs=argparse.REMAINDER, default=[], help="more options for the two digit-search auto runs"
+    )
     args = parser.parse_args()
     names = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in names if name not in RUNS]
@@ -189,9 +232,14 @@ def main() -> None:
     digits = load_digits(None if args.data == "embedded" else args.data, cache_dir=work / "cache")
     split = stratified_split(digits.train_labels, args.holdout, args.seed)
     held_labels = digits.train_labels[split.val_index]
-    write_kaggle_csv(data_dir / "train.csv", digits.train_images[split.train_index], digits.train_labels[split.train_index])
+    write_kaggle_csv(
+        data_dir / "train.csv", digits.train_images[split.train_index], digits.train_labels[split.train_index]
+    )
     write_kaggle_csv(data_dir / "test.csv", digits.train_images[split.val_index], None)
-    print(f"{len(split.train_index):,} training digits, {len(held_labels):,} held out; work folder {work}; {load()}", flush=True)
+    print(
+        f"{len(split.train_index):,} training digits, {len(held_labels):,} held out; work folder {work}; {load()}",
+        flush=True,
+    )
 
     outcomes = [run_one(name, args, data_dir, work / name, held_labels) for name in names]
     auto = next((o for o in outcomes if o.name == "auto"), None)

@@ -110,7 +110,11 @@ class Replay:
         scores = []
         for fitted, judged in (self.halves, self.halves[::-1]):
             selection, temperatures = fit(probs[:, fitted], self.labels[fitted])
-            scores.append(accuracy(blend(apply_temperatures(probs[:, judged], temperatures), selection.weights), self.labels[judged]))
+            scores.append(
+                accuracy(
+                    blend(apply_temperatures(probs[:, judged], temperatures), selection.weights), self.labels[judged]
+                )
+            )
         return float(np.mean(scores))
 
     def best(self, family: str, seconds: float) -> float:
@@ -189,10 +193,14 @@ def read_run(folder: Path, searcher: str, seed: int) -> tuple[str, list[Finished
     for trial in trials:
         if trial.state != TrialState.COMPLETE:
             continue
-        probs = read_stored_probabilities(store, study.study_name, trial.number, trial.user_attrs.get(ARTIFACT_ATTR), "val_probs")
+        probs = read_stored_probabilities(
+            store, study.study_name, trial.number, trial.user_attrs.get(ARTIFACT_ATTR), "val_probs"
+        )
         if probs is not None:
             seconds = (trial.datetime_complete - began).total_seconds()
-            finished.append(Finished(trial.user_attrs["family"], f"{study.study_name}#{trial.number}", seconds, trial.value, probs))
+            finished.append(
+                Finished(trial.user_attrs["family"], f"{study.study_name}#{trial.number}", seconds, trial.value, probs)
+            )
     family = study.user_attrs.get("space", folder.name)
     lasted = max((t.datetime_complete - began).total_seconds() for t in trials if t.datetime_complete is not None)
     return family, sorted(finished, key=lambda t: t.seconds), lasted, study
@@ -200,9 +208,15 @@ def read_run(folder: Path, searcher: str, seed: int) -> tuple[str, list[Finished
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", nargs="+", type=Path, required=True, help="search_efficiency --out folders, one a family")
-    parser.add_argument("--data", default=None, help="the Kaggle folder the searches ran on (default: the embedded sample)")
-    parser.add_argument("--budget", type=float, nargs="+", required=True, help="search seconds to share, replayed in turn")
+    parser.add_argument(
+        "--runs", nargs="+", type=Path, required=True, help="search_efficiency --out folders, one a family"
+    )
+    parser.add_argument(
+        "--data", default=None, help="the Kaggle folder the searches ran on (default: the embedded sample)"
+    )
+    parser.add_argument(
+        "--budget", type=float, nargs="+", required=True, help="search seconds to share, replayed in turn"
+    )
     parser.add_argument("--searcher", default="rungs")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -213,19 +227,25 @@ def main() -> None:
         family, finished, lasted[family], study = read_run(folder, args.searcher, args.seed)
         timelines[family] = finished
         identity = identity or dict(study.user_attrs)
-        print(f"{family}: {len(finished)} completed trials with probabilities in {lasted[family]:.0f}s; best {max(t.value for t in finished):.2%}")
+        print(
+            f"{family}: {len(finished)} completed trials with probabilities in {lasted[family]:.0f}s; best {max(t.value for t in finished):.2%}"
+        )
     prepared, _ = load_matching_data(args.data, None, identity, device)
     labels = prepared.tensors.val_labels.cpu().numpy()
     replay = Replay(timelines, labels)
 
     for budget in args.budget:
-        print(f"\nsearch budget {budget:.0f}s shared by {len(timelines)} families (* more seconds than its recorded run lasted)")
+        print(
+            f"\nsearch budget {budget:.0f}s shared by {len(timelines)} families (* more seconds than its recorded run lasted)"
+        )
         print(f"{'strategy':<10} {'ensemble':>9} {'held-out':>9}  seconds given")
         for name, strategy in STRATEGIES.items():
             given = strategy(replay, budget)
             fitted, _ = replay.ensemble(given)
             held_out = replay.held_out_accuracy(given)
-            split = ", ".join(f"{family} {seconds:.0f}{'*' if seconds > lasted[family] else ''}" for family, seconds in given.items())
+            split = ", ".join(
+                f"{family} {seconds:.0f}{'*' if seconds > lasted[family] else ''}" for family, seconds in given.items()
+            )
             print(f"{name:<10} {fitted:>9.2%} {held_out:>9.2%}  {split}")
 
 

@@ -28,10 +28,10 @@ from pathlib import Path
 import optuna
 import ray
 
-from search.study.progress import quiet_optuna
-from search.study.storage import open_storage
 from search.config import RunSpec
 from search.dispatch.run import run_study
+from search.study.progress import quiet_optuna
+from search.study.storage import open_storage
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIVIAL_SPACE = str(ROOT / "tests" / "fixtures" / "my_space.py")
@@ -77,13 +77,24 @@ def overhead_table(workers: list[int], backends: list[str], trials: int, workdir
     for backend in backends:
         for count in workers:
             spec = RunSpec(
-                space=TRIVIAL_SPACE, trials=trials, epochs=1, limit=200, storage=storage_url(backend, workdir),
-                study=f"bench-{uuid.uuid4().hex[:8]}", reference=False, pruner="none", workers=count,
-                gpus_per_trial=0 if count > 1 else None, cpus_per_trial=1 if count > 1 else None,
+                space=TRIVIAL_SPACE,
+                trials=trials,
+                epochs=1,
+                limit=200,
+                storage=storage_url(backend, workdir),
+                study=f"bench-{uuid.uuid4().hex[:8]}",
+                reference=False,
+                pruner="none",
+                workers=count,
+                gpus_per_trial=0 if count > 1 else None,
+                cpus_per_trial=1 if count > 1 else None,
                 artifacts=str(workdir / "artifacts"),
             )
             wall, done = timed_run(spec)
-            print(f"{backend:<11}{count:>8}{trials / wall:>10.1f}{1000 * wall / trials:>15.0f}{worker_overhead_ms(done):>26.0f}", flush=True)
+            print(
+                f"{backend:<11}{count:>8}{trials / wall:>10.1f}{1000 * wall / trials:>15.0f}{worker_overhead_ms(done):>26.0f}",
+                flush=True,
+            )
 
 
 def fixed_cnn_params(count: int, seed: int) -> list[dict]:
@@ -108,7 +119,9 @@ SCALING_RUNS = (("in-process, all cores", 1, None), ("Ray, 1 worker x 1 core", 1
 
 
 def scaling_table(trials: int, epochs: int, workdir: Path) -> None:
-    print(f"\n== scaling: {trials} fixed cnn trials, {epochs} epochs each, embedded data (3,600 train digits), no pruning")
+    print(
+        f"\n== scaling: {trials} fixed cnn trials, {epochs} epochs each, embedded data (3,600 train digits), no pruning"
+    )
     params = fixed_cnn_params(trials, seed=1)
     rates = {}
     for index, (label, count, cpus) in enumerate(SCALING_RUNS):
@@ -118,17 +131,32 @@ def scaling_table(trials: int, epochs: int, workdir: Path) -> None:
         for p in params:
             study.enqueue_trial(p)
         ray_run = cpus is not None
-        spec = RunSpec(space="cnn", trials=trials, epochs=epochs, storage=storage, study=study_name, reference=False,
-                       pruner="none", workers=count, gpus_per_trial=0 if ray_run else None, cpus_per_trial=cpus,
-                       address=ray.get_runtime_context().gcs_address if ray_run else None,  # Ray even for 1 worker
-                       artifacts=str(workdir / "artifacts"))
+        spec = RunSpec(
+            space="cnn",
+            trials=trials,
+            epochs=epochs,
+            storage=storage,
+            study=study_name,
+            reference=False,
+            pruner="none",
+            workers=count,
+            gpus_per_trial=0 if ray_run else None,
+            cpus_per_trial=cpus,
+            address=ray.get_runtime_context().gcs_address if ray_run else None,  # Ray even for 1 worker
+            artifacts=str(workdir / "artifacts"),
+        )
         wall, done = timed_run(spec)
         rates[label] = trials / wall * 3600
         accuracy = max(t.value for t in done if t.value is not None)
         mean_trial = statistics.mean((t.datetime_complete - t.datetime_start).total_seconds() for t in done)
-        print(f"{label:<26} {wall:7.1f} s  {rates[label]:7.1f} trials/hour  mean trial {mean_trial:5.1f} s  "
-              f"best val {accuracy:.2%}", flush=True)
-    two, one_core, in_process = (rates[label] for label in ("Ray, 2 workers x 1 core", "Ray, 1 worker x 1 core", "in-process, all cores"))
+        print(
+            f"{label:<26} {wall:7.1f} s  {rates[label]:7.1f} trials/hour  mean trial {mean_trial:5.1f} s  "
+            f"best val {accuracy:.2%}",
+            flush=True,
+        )
+    two, one_core, in_process = (
+        rates[label] for label in ("Ray, 2 workers x 1 core", "Ray, 1 worker x 1 core", "in-process, all cores")
+    )
     print(f"2 workers vs 1 worker of one core each: {two / one_core:.2f}x (aim: 1.7x)")
     print(f"2 workers vs the in-process run on all cores: {two / in_process:.2f}x")
 

@@ -76,7 +76,9 @@ def build_reference(name: str, seed: int = 0) -> tuple[nn.Module, TrainConfig]:
 # --- the notebook-style loop ----------------------------------------------------------------------
 
 
-def inverse_affine_matrix(center: tuple[float, float], angle: float, translate: tuple[int, int], scale: float) -> list[float]:
+def inverse_affine_matrix(
+    center: tuple[float, float], angle: float, translate: tuple[int, int], scale: float
+) -> list[float]:
     """Pillow's AFFINE data (output -> input pixel map) for rotate-about-centre, scale, translate; as torchvision."""
     rot = math.radians(angle)
     cx, cy = center
@@ -149,7 +151,9 @@ def train_plain(
     """Train the notebook way for `epochs` epochs on `device`, evaluating after each; returns the history."""
     started = time.perf_counter()
     model.to(device)
-    train_loader = DataLoader(DigitDataset(split.train_images, split.train_labels, augment=True), batch_size=BATCH_SIZE, shuffle=True)
+    train_loader = DataLoader(
+        DigitDataset(split.train_images, split.train_labels, augment=True), batch_size=BATCH_SIZE, shuffle=True
+    )
     val_loader = DataLoader(DigitDataset(split.val_images, split.val_labels, augment=False), batch_size=BATCH_SIZE)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=2)

@@ -42,8 +42,18 @@ TRAIN = {
     "train.augment": FloatDistribution(0.0, 1.0),
 }
 FAMILIES = {
-    "cnn": {"cnn.blocks": IntDistribution(2, 4), "cnn.width_0": IntDistribution(16, 128, log=True), "cnn.kernel": CategoricalDistribution([3, 5, 7]), "cnn.dropout": FloatDistribution(0.0, 0.5)},
-    "vit": {"vit.depth": IntDistribution(2, 8), "vit.heads": CategoricalDistribution([2, 4, 8]), "vit.patch": CategoricalDistribution([4, 7, 14]), "vit.mlp_ratio": FloatDistribution(1.0, 4.0)},
+    "cnn": {
+        "cnn.blocks": IntDistribution(2, 4),
+        "cnn.width_0": IntDistribution(16, 128, log=True),
+        "cnn.kernel": CategoricalDistribution([3, 5, 7]),
+        "cnn.dropout": FloatDistribution(0.0, 0.5),
+    },
+    "vit": {
+        "vit.depth": IntDistribution(2, 8),
+        "vit.heads": CategoricalDistribution([2, 4, 8]),
+        "vit.patch": CategoricalDistribution([4, 7, 14]),
+        "vit.mlp_ratio": FloatDistribution(1.0, 4.0),
+    },
 }
 
 
@@ -111,7 +121,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=2000, help="trials per study")
     parser.add_argument("--studies", type=int, default=1)
-    parser.add_argument("--database", metavar="PATH", help="keep the synthetic SQLite file here and reuse it when it exists")
+    parser.add_argument(
+        "--database", metavar="PATH", help="keep the synthetic SQLite file here and reuse it when it exists"
+    )
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -124,7 +136,9 @@ def main() -> None:
         else:
             started = time.perf_counter()
             build_database(url, args.studies, args.trials)
-            print(f"database: {args.studies} x {args.trials} trials written in {time.perf_counter() - started:.1f}s (not timed)")
+            print(
+                f"database: {args.studies} x {args.trials} trials written in {time.perf_counter() - started:.1f}s (not timed)"
+            )
 
         spec = ReportSpec(storage=url, out=str(Path(tmp) / "reports"), ensembles=str(Path(tmp) / "none"))
         parts = {}
@@ -135,13 +149,17 @@ def main() -> None:
         with _timed(parts, "trials table (trials_dataframe) and its CSV"):
             csv_text(trials_table({s.name: s.trials for s in studies}))
         with _timed(parts, "figures and page"):
-            render_page(Report("now", url, data, trial_points({s.name: s.trials for s in studies}), {}, None, "", "t.csv"))
+            render_page(
+                Report("now", url, data, trial_points({s.name: s.trials for s in studies}), {}, None, "", "t.csv")
+            )
         for name, seconds in parts.items():
             print(f"  {name:40} {seconds:6.2f}s")
 
         with open(os.devnull, "w") as quiet:
             files = run_report(spec, out=quiet)
-        print(f"digit-search report, end to end: {files.seconds:.2f}s for {args.studies * args.trials} trials (target < 10 s); page {files.page.stat().st_size / 1e6:.1f} MB")
+        print(
+            f"digit-search report, end to end: {files.seconds:.2f}s for {args.studies * args.trials} trials (target < 10 s); page {files.page.stat().st_size / 1e6:.1f} MB"
+        )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

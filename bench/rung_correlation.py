@@ -53,7 +53,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--configs", type=int, default=12, help="random configs, besides the references")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--min-rows", type=int, default=100, help="smallest rung measured (the search's floor is search.study.rungs.MIN_RUNG_ROWS)")
+    parser.add_argument(
+        "--min-rows",
+        type=int,
+        default=100,
+        help="smallest rung measured (the search's floor is search.study.rungs.MIN_RUNG_ROWS)",
+    )
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -70,8 +75,11 @@ def main() -> None:
     for cut in CUTS:
         for rung in ladder(args.epochs, rows, cut=cut, min_rows=args.min_rows)[:-1]:
             fidelities[f"{cut} 1/{round(ladder(args.epochs, rows)[-1].images / rung.images)}"] = rung
-    print(f"{len(candidates)} configs of {args.space}; {rows} training rows, {len(prepared.tensors.val_labels)} validation; "
-          + ", ".join(f"{name}: {r.rows} rows x {r.epochs} epochs" for name, r in fidelities.items()), flush=True)
+    print(
+        f"{len(candidates)} configs of {args.space}; {rows} training rows, {len(prepared.tensors.val_labels)} validation; "
+        + ", ".join(f"{name}: {r.rows} rows x {r.epochs} epochs" for name, r in fidelities.items()),
+        flush=True,
+    )
 
     accuracy = {name: [] for name in fidelities}
     seconds = {name: 0.0 for name in fidelities}
@@ -92,7 +100,9 @@ def main() -> None:
     for name, rung in fidelities.items():
         values = np.array(accuracy[name])
         kept = np.argsort(-values, kind="stable")[: max(1, round(len(values) / 3))]
-        print(f"{name:<14} {rung.images:>8} {seconds[name]:>8.0f} {spearman(values, full):>9.2f} {str(best in kept):>19}")
+        print(
+            f"{name:<14} {rung.images:>8} {seconds[name]:>8.0f} {spearman(values, full):>9.2f} {str(best in kept):>19}"
+        )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,10 @@ def main() -> None:
     tensors = prepared.tensors
     rungs = ladder(args.epochs, len(tensors.train_labels))
     rung_data = RungData(tensors)
-    print(f"{cpu_name()}, {torch.get_num_threads()} threads; {len(tensors.val_labels):,} validation and "
-          f"{len(tensors.test_images):,} test digits; rungs " + ", ".join(f"{r.rows:,} rows x {r.epochs}" for r in rungs))
+    print(
+        f"{cpu_name()}, {torch.get_num_threads()} threads; {len(tensors.val_labels):,} validation and "
+        f"{len(tensors.test_images):,} test digits; rungs " + ", ".join(f"{r.rows:,} rows x {r.epochs}" for r in rungs)
+    )
     space = load_space("all")
     references = space.references()
     print(f"{'reference':<10} {'rung':>13} {'every epoch':>12} {'on its end':>11} {'saved':>6}")
@@ -59,8 +61,15 @@ def main() -> None:
                 for every_epoch in (True, False):
                     model = build_model(space, candidate, 0)
                     began = time.perf_counter()
-                    train(model, rung_data.rows(rung.rows), candidate.train, epochs=rung.epochs, seed=0,
-                          validate_every_epoch=every_epoch, predict_test=every_epoch or last)
+                    train(
+                        model,
+                        rung_data.rows(rung.rows),
+                        candidate.train,
+                        epochs=rung.epochs,
+                        seed=0,
+                        validate_every_epoch=every_epoch,
+                        predict_test=every_epoch or last,
+                    )
                     seconds[every_epoch].append(time.perf_counter() - began)
             old, new = (statistics.median(seconds[key]) for key in (True, False))
             totals[True] += old

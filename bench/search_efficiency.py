@@ -92,7 +92,9 @@ def outcome(searcher: str, seed: int, study: optuna.Study, began: float, budget:
             best, images_to_best = trial.value, spent
             curve.append((round(at, 1), trial.value))
     complete = sum(t.state == TrialState.COMPLETE for _, t in ended)
-    return Outcome(searcher, seed, curve, best, best_sampled, best_reference, len(ended), complete, images_to_best, spent)
+    return Outcome(
+        searcher, seed, curve, best, best_sampled, best_reference, len(ended), complete, images_to_best, spent
+    )
 
 
 def run_one(searcher: str, seed: int, args: argparse.Namespace, work: Path) -> Outcome:
@@ -137,7 +139,9 @@ def report(outcomes: list[Outcome], budget: float, baseline: str) -> str:
     ]
     base_best = {o.seed: o.best for o in outcomes if o.searcher == baseline}
     base_images = {o.seed: o.images_total for o in outcomes if o.searcher == baseline}
-    reference_best = {o.seed: max((x.best_reference or 0.0) for x in outcomes if x.seed == o.seed) or None for o in outcomes}
+    reference_best = {
+        o.seed: max((x.best_reference or 0.0) for x in outcomes if x.seed == o.seed) or None for o in outcomes
+    }
     for o in outcomes:
         lines.append(
             f"{o.searcher:<12} {o.seed:>4} {o.trials:>6} {o.complete:>5} {fmt(o.best):>7} {fmt(o.best_sampled):>8} {fmt(o.best_reference):>7} "
@@ -150,7 +154,10 @@ def report(outcomes: list[Outcome], budget: float, baseline: str) -> str:
         if not mine:
             continue
         to_base = [o.time_to(base_best.get(o.seed)) for o in mine]
-        images = [None if o.images_to_best is None or not base_images.get(o.seed) else o.images_to_best / base_images[o.seed] for o in mine]
+        images = [
+            None if o.images_to_best is None or not base_images.get(o.seed) else o.images_to_best / base_images[o.seed]
+            for o in mine
+        ]
         lines.append(
             f"{searcher:<12} mean best {fmt(mean([o.best for o in mine]))}, best sampled {fmt(mean([o.best_sampled for o in mine]))}; "
             f"reaches {baseline}'s final best in {fmt(mean(to_base), 's')} of {budget:.0f}s "
@@ -167,9 +174,13 @@ def write_figure(outcomes: list[Outcome], budget: float, path: Path) -> None:
     for o in outcomes:
         xs = [x for x, _ in o.curve] + [budget]
         ys = [y for _, y in o.curve] + ([o.curve[-1][1]] if o.curve else [])
-        figure.add_trace(go.Scatter(x=xs[: len(ys)], y=ys, mode="lines+markers", line_shape="hv", name=f"{o.searcher} seed {o.seed}"))
+        figure.add_trace(
+            go.Scatter(x=xs[: len(ys)], y=ys, mode="lines+markers", line_shape="hv", name=f"{o.searcher} seed {o.seed}")
+        )
     figure.update_layout(
-        title="best validation accuracy against wall time", xaxis_title="seconds since the run began", yaxis_title="best validation accuracy",
+        title="best validation accuracy against wall time",
+        xaxis_title="seconds since the run began",
+        yaxis_title="best validation accuracy",
         yaxis_tickformat=".2%",
     )
     figure.write_html(path, include_plotlyjs="cdn")
@@ -184,20 +195,31 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=300, help="wall seconds per searcher and seed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--searchers", nargs="+", choices=sorted(SEARCHERS), default=list(SEARCHERS))
-    parser.add_argument("--baseline", choices=sorted(SEARCHERS), default="random", help="the searcher whose final best the others race to")
+    parser.add_argument(
+        "--baseline",
+        choices=sorted(SEARCHERS),
+        default="random",
+        help="the searcher whose final best the others race to",
+    )
     parser.add_argument("--out", help="folder for the studies, logs, figure and JSON (default: a new temporary one)")
     args = parser.parse_args()
     work = Path(args.out or tempfile.mkdtemp(prefix="search-efficiency-"))
     work.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    print(f"space {args.space}, data {args.data or 'embedded'} (limit {args.limit}), {args.epochs} epochs a full trial, "
-          f"{args.budget:.0f}s per searcher and seed; work folder {work}", flush=True)
+    print(
+        f"space {args.space}, data {args.data or 'embedded'} (limit {args.limit}), {args.epochs} epochs a full trial, "
+        f"{args.budget:.0f}s per searcher and seed; work folder {work}",
+        flush=True,
+    )
     outcomes = []
     for seed in args.seeds:
         for searcher in args.searchers:
             result = run_one(searcher, seed, args, work)
             outcomes.append(result)
-            print(f"  {searcher} seed {seed}: {result.trials} trials, best {fmt(result.best)}, best sampled {fmt(result.best_sampled)}", flush=True)
+            print(
+                f"  {searcher} seed {seed}: {result.trials} trials, best {fmt(result.best)}, best sampled {fmt(result.best_sampled)}",
+                flush=True,
+            )
     text = report(outcomes, args.budget, args.baseline)
     print(text)
     (work / "search_efficiency.json").write_text(json.dumps([asdict(o) for o in outcomes], indent=1))

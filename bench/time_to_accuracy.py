@@ -15,8 +15,8 @@ build and every epoch up to that one with its validation.
 from __future__ import annotations
 
 import argparse
-import re
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -25,13 +25,15 @@ from pathlib import Path
 from typing import IO
 
 from plain_loop import DEFAULT_DATA_DIR, Split, build_reference, load_split, train_plain
+
 from search.train.device import set_threads
 
 TARGET = 0.995
 CLI = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "digit-search"
 PLAIN_EPOCHS = 8
 REFERENCE = "bn-cnn"
-OURS_EPOCHS = 4  # the shortest schedule after which bn-cnn's reference recipe passed 99.5% on every seed tried (BENCHMARKS.md)
+# the shortest schedule after which bn-cnn's reference recipe passed 99.5% on every seed tried (BENCHMARKS.md)
+OURS_EPOCHS = 4
 # "epoch 3/6: train loss 0.5 val loss 0.5 val accuracy 99.52% (61.0s, 1950 images/s)"; 4,200 validation
 # digits make every accuracy a multiple of 0.024%, so two decimals tell 99.50% from the next value down
 EPOCH_LINE = re.compile(r"epoch (?P<epoch>\d+)/\d+: .* val accuracy (?P<accuracy>[\d.]+)%")
@@ -65,7 +67,9 @@ def run_plain(split: Split, epochs: int = PLAIN_EPOCHS, device: str = "cpu") -> 
 
     def record(report) -> None:
         curve.append((time.perf_counter() - started, report.val_accuracy))
-        print(f"  plain epoch {report.epoch}: val accuracy {report.val_accuracy:.4f} at {curve[-1][0]:.0f}s", flush=True)
+        print(
+            f"  plain epoch {report.epoch}: val accuracy {report.val_accuracy:.4f} at {curve[-1][0]:.0f}s", flush=True
+        )
 
     train_plain(model, split, epochs=epochs, on_epoch=record, device=device)
     return Outcome("plain loop", curve)
@@ -93,13 +97,27 @@ def run_ours(
     `extra_args` more options (e.g. `--limit 500`); cwd, env and stderr go to the process, and
     on_line(line) sees every line of its output.
     """
-    command = [*cli, "train", "--space", "cnn", "--reference", REFERENCE, "--data", data_dir,
-               "--epochs", str(epochs), "--seed", str(seed)]
+    command = [
+        *cli,
+        "train",
+        "--space",
+        "cnn",
+        "--reference",
+        REFERENCE,
+        "--data",
+        data_dir,
+        "--epochs",
+        str(epochs),
+        "--seed",
+        str(seed),
+    ]
     command += ["--device", device] if device is not None else []
     command += list(extra_args)
     started = time.perf_counter()
     curve, summary = [], ""
-    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, bufsize=1, cwd=cwd, env=env, stderr=stderr) as process:
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, text=True, bufsize=1, cwd=cwd, env=env, stderr=stderr
+    ) as process:
         for line in process.stdout:
             seen = time.perf_counter() - started
             if on_line is not None:
@@ -107,7 +125,10 @@ def run_ours(
             epoch = EPOCH_LINE.match(line)
             if epoch:
                 curve.append((seen, float(epoch["accuracy"]) / 100))
-                print(f"  ours (seed {seed}) epoch {epoch['epoch']}: val accuracy {curve[-1][1]:.4f} at {seen:.0f}s", flush=True)
+                print(
+                    f"  ours (seed {seed}) epoch {epoch['epoch']}: val accuracy {curve[-1][1]:.4f} at {seen:.0f}s",
+                    flush=True,
+                )
             else:
                 summary = line.strip()
     if process.returncode != 0 or not curve:
@@ -118,26 +139,37 @@ def run_ours(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(DEFAULT_DATA_DIR), help="folder with Kaggle train.csv(.gz) and test.csv(.gz)")
+    parser.add_argument(
+        "--data", default=str(DEFAULT_DATA_DIR), help="folder with Kaggle train.csv(.gz) and test.csv(.gz)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds for our trainer")
     parser.add_argument("--epochs", type=int, default=OURS_EPOCHS, help="epochs for our trainer")
     parser.add_argument("--plain-epochs", type=int, default=PLAIN_EPOCHS)
     parser.add_argument("--skip-plain", action="store_true")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N for both sides (default: the plain loop on "
-                        "cpu, ours on the command's default device)")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda or cuda:N for both sides (default: the plain loop on "
+        "cpu, ours on the command's default device)",
+    )
     args = parser.parse_args()
 
     set_threads(args.threads)
     split = load_split(args.data)
-    print(f"{len(split.train_labels)} train / {len(split.val_labels)} val digits; target {TARGET:.1%}; "
-          f"load average before {_load_average()}", flush=True)
+    print(
+        f"{len(split.train_labels)} train / {len(split.val_labels)} val digits; target {TARGET:.1%}; "
+        f"load average before {_load_average()}",
+        flush=True,
+    )
     outcomes = [] if args.skip_plain else [run_plain(split, args.plain_epochs, args.device or "cpu")]
     outcomes += [run_ours(args.data, args.epochs, seed, args.device) for seed in args.seeds]
 
     # Two baselines: the plain loop's first epoch at 99.5%, and its whole run (the target's "8 epochs,
     # about 6 minutes"); the target is a third of the plain time.
-    print(f"\n{'run':<14} {'epochs':>6} {'final acc':>9} {'to 99.5%':>9} {'epoch':>5} {'vs plain first 99.5%':>21} {'vs plain run':>12}")
+    print(
+        f"\n{'run':<14} {'epochs':>6} {'final acc':>9} {'to 99.5%':>9} {'epoch':>5} {'vs plain first 99.5%':>21} {'vs plain run':>12}"
+    )
     plain = outcomes[0] if not args.skip_plain else None
     for outcome in outcomes:
         to_target = outcome.seconds_to_target
@@ -147,11 +179,15 @@ def main() -> None:
             plain_seconds = plain.seconds_to_target or plain.curve[-1][0]
             first = f"{to_target / plain_seconds:.2f}" + ("" if plain.seconds_to_target else " (<)")
             whole = f"{to_target / plain.curve[-1][0]:.2f}"
-        print(f"{outcome.label:<14} {len(outcome.curve):>6} {outcome.final_accuracy:>9.4f} "
-              f"{_seconds(to_target):>9} {outcome.epochs_to_target or '-':>5} {first:>21} {whole:>12}")
+        print(
+            f"{outcome.label:<14} {len(outcome.curve):>6} {outcome.final_accuracy:>9.4f} "
+            f"{_seconds(to_target):>9} {outcome.epochs_to_target or '-':>5} {first:>21} {whole:>12}"
+        )
     if plain is not None:
-        print(f"plain loop: {len(plain.curve)} epochs in {plain.curve[-1][0]:.0f}s; a third of its first 99.5% is "
-              f"{(plain.seconds_to_target or plain.curve[-1][0]) / 3:.0f}s, of its run {plain.curve[-1][0] / 3:.0f}s")
+        print(
+            f"plain loop: {len(plain.curve)} epochs in {plain.curve[-1][0]:.0f}s; a third of its first 99.5% is "
+            f"{(plain.seconds_to_target or plain.curve[-1][0]) / 3:.0f}s, of its run {plain.curve[-1][0] / 3:.0f}s"
+        )
     print(f"load average after: {_load_average()}")
 
 

@@ -19,10 +19,21 @@ from search.errors import UserError
 
 # name -> the module that defines it; each loads on first use
 _API = {
-    **{name: "search.api" for name in (
-        "build_ensemble", "leaderboard", "load_ensemble", "make_submission",
-        "predict_files", "run_auto", "run_study", "serve_dashboard", "train_one", "write_report",
-    )},
+    **{
+        name: "search.api"
+        for name in (
+            "build_ensemble",
+            "leaderboard",
+            "load_ensemble",
+            "make_submission",
+            "predict_files",
+            "run_auto",
+            "run_study",
+            "serve_dashboard",
+            "train_one",
+            "write_report",
+        )
+    },
     "AutoResult": "search.auto.run",
     "BuiltEnsemble": "search.ensemble.build",
     "EnsembleResult": "search.ensemble.build",

@@ -123,7 +123,8 @@ def make_submission(studies: str, *, log: TextIO | None = None, **options) -> En
 
 def load_ensemble(directory: str | None = None, *, device: str = "auto") -> LoadedEnsemble:
     """A saved ensemble (default: the newest under studies/ensembles), ready to `predict` digits of arrays or files."""
-    from search.ensemble.saved import latest_ensemble, load_ensemble as load
+    from search.ensemble.saved import latest_ensemble
+    from search.ensemble.saved import load_ensemble as load
     from search.train.device import resolve_device
 
     return load(directory if directory is not None else latest_ensemble(), resolve_device(device))

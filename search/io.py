@@ -51,7 +51,11 @@ def naming(target: Path) -> Iterator[None]:
         yield
     except OSError as err:
         named = None if err.filename is None else Path(os.fsdecode(err.filename))
-        if named is not None and not (named.parent == target.parent and named.name.startswith(f"{TEMP_PREFIX}{target.name}.") and is_temporary(named)):
+        if named is not None and not (
+            named.parent == target.parent
+            and named.name.startswith(f"{TEMP_PREFIX}{target.name}.")
+            and is_temporary(named)
+        ):
             raise
         raise OSError(err.errno, err.strerror or str(err), str(target)) from err  # OSError() picks the subclass
 

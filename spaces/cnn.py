@@ -162,9 +162,7 @@ def build(config: Config) -> nn.Module:
 
 # Classic LeNet-5 shape on 28 px inputs with "same" padding, ReLU and max-pool instead of tanh and
 # average-pool, and one 120-unit hidden layer where the original had 120 then 84.
-LENET = Config(
-    widths=(6, 16), kernels=(5, 5), convs=1, batch_norm=False, dropout=0.0, head_width=120, head_dropout=0.0
-)
+LENET = Config(widths=(6, 16), kernels=(5, 5), convs=1, batch_norm=False, dropout=0.0, head_width=120, head_dropout=0.0)
 # The well-known Kaggle digit-recognizer CNN: [conv3x3 32, BN, ReLU] x2, max-pool, dropout .25,
 # [conv3x3 64, BN, ReLU] x2, max-pool, dropout .25, dense 256 + BN + ReLU, dropout .5, dense 10.
 BN_CNN = Config()

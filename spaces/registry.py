@@ -84,7 +84,9 @@ class Space:
     def reference_name(self, params: dict[str, Any]) -> str | None:
         """The name of the reference whose Optuna params these are exactly, else None (a sampled config)."""
         wanted = sorted(params.items())
-        return next((name for name, (_, ref_params) in self.references().items() if sorted(ref_params.items()) == wanted), None)
+        return next(
+            (name for name, (_, ref_params) in self.references().items() if sorted(ref_params.items()) == wanted), None
+        )
 
     def candidate_from_params(self, params: dict[str, Any]) -> Candidate:
         """The Candidate that suggest() returns for these params (e.g. a stored trial's)."""

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spaces import cnn
 from search.config import IMAGE_SIDE
+from spaces import cnn
 from spaces.base import Reference
 
 NAME = "stn"

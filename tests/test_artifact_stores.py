@@ -8,9 +8,9 @@ import optuna
 import pytest
 from moto.server import ThreadedMotoServer
 
-from search.study.artifacts import ARTIFACT_ATTR, load_probabilities, open_artifact_store
 from search.cli.main import main
 from search.errors import UserError
+from search.study.artifacts import ARTIFACT_ATTR, load_probabilities, open_artifact_store
 from search.study.storage import open_storage
 
 
@@ -39,8 +39,24 @@ def s3_bucket(monkeypatch):
 
 def test_a_study_can_keep_its_artifacts_in_s3(s3_bucket, sqlite_url, tmp_path):
     space = str(__import__("pathlib").Path(__file__).parent / "fixtures" / "my_space.py")
-    code = main(["run", "--space", space, "--trials", "1", "--epochs", "1", "--limit", "200", "--storage", sqlite_url,
-                 "--no-reference", "--artifacts", f"s3://{s3_bucket}/runs/a"])
+    code = main(
+        [
+            "run",
+            "--space",
+            space,
+            "--trials",
+            "1",
+            "--epochs",
+            "1",
+            "--limit",
+            "200",
+            "--storage",
+            sqlite_url,
+            "--no-reference",
+            "--artifacts",
+            f"s3://{s3_bucket}/runs/a",
+        ]
+    )
     assert code == 0
     trial = optuna.load_study(study_name="my_space", storage=open_storage(sqlite_url)).best_trial
     ids = trial.user_attrs[ARTIFACT_ATTR]

@@ -16,7 +16,9 @@ SLACK = 0.05  # the command ends within 5% of its budget
 
 
 def digit_search(*args, cwd, timeout):
-    return subprocess.run([sys.executable, "-m", "search.cli", *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "search.cli", *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.parametrize(
@@ -45,7 +47,9 @@ def test_a_three_minute_budget_ends_in_time_with_a_submission_lineage_saved_ense
     done = digit_search("auto", "--budget", "3m", "--threads", "2", cwd=tmp_path, timeout=BUDGET_SECONDS * 2)
     wall = time.monotonic() - started
     assert done.returncode == 0, done.stderr[-3000:]
-    assert wall <= BUDGET_SECONDS * (1 + SLACK) + 5, f"{wall:.0f}s for a {BUDGET_SECONDS}s budget (5s for the interpreter)\n{done.stdout}"
+    assert wall <= BUDGET_SECONDS * (1 + SLACK) + 5, (
+        f"{wall:.0f}s for a {BUDGET_SECONDS}s budget (5s for the interpreter)\n{done.stdout}"
+    )
 
     check_submission(tmp_path / "submission.csv", 1000)  # the embedded sample's 1,000 test digits
     lineage = json.loads((tmp_path / "submission.json").read_text())

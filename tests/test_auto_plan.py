@@ -29,7 +29,10 @@ from search.errors import UserError
 from search.study.rungs import ladder
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("20m", 1200), ("1h", 3600), ("1h30m", 5400), ("2m30s", 150), ("120", 120), (" 1H ", 3600)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("20m", 1200), ("1h", 3600), ("1h30m", 5400), ("2m30s", 150), ("120", 120), (" 1H ", 3600)],
+)
 def test_budgets_parse(text, seconds):
     assert parse_budget(text) == seconds
 
@@ -55,11 +58,22 @@ def test_survivors_keep_the_better_half_by_ensemble_share_then_accuracy():
 def test_the_portfolio_trains_what_this_storage_measured_best_first_then_the_prior_order():
     names = ["lenet", "bn-cnn", "big-kernel", "stn-cnn", "vit-seed"]
     assert order_portfolio(names, {}) == ["stn-cnn", "bn-cnn", "big-kernel", "vit-seed", "lenet"]
-    assert order_portfolio(names, {"lenet": 0.99, "stn-cnn": 0.98}) == ["lenet", "stn-cnn", "bn-cnn", "big-kernel", "vit-seed"]
+    assert order_portfolio(names, {"lenet": 0.99, "stn-cnn": 0.98}) == [
+        "lenet",
+        "stn-cnn",
+        "bn-cnn",
+        "big-kernel",
+        "vit-seed",
+    ]
 
 
 # an AVX2-only EPYC's speeds (as once reported: bn-cnn about 400 images/s, lenet about 4,000) and 7x those
-SLOW = [ConfigCost("stn", "stn-cnn", 280.0), ConfigCost("cnn", "bn-cnn", 400.0), ConfigCost("cnn", "big-kernel", 350.0), ConfigCost("cnn", "lenet", 4000.0)]
+SLOW = [
+    ConfigCost("stn", "stn-cnn", 280.0),
+    ConfigCost("cnn", "bn-cnn", 400.0),
+    ConfigCost("cnn", "big-kernel", 350.0),
+    ConfigCost("cnn", "lenet", 4000.0),
+]
 FAST = [ConfigCost(c.family, c.name, 7 * c.images_per_second) for c in SLOW]
 
 
@@ -105,9 +119,16 @@ def test_a_config_whose_proxy_does_not_fit_is_left_out_with_its_reason_but_the_f
     assert fits_portfolio(bn, 2, 37_800, False, seconds_left=200, first=False, usable=1000) is None
     reason = fits_portfolio(bn, 2, 37_800, False, seconds_left=100, first=False, usable=1000)
     assert reason == "bn-cnn (cnn): a 2-epoch proxy would take 189s at 400 images/s, over the 100s left"
-    assert fits_portfolio(bn, 2, 37_800, False, seconds_left=100, first=True, usable=1000) is None  # up to half the usable time
-    assert fits_portfolio(bn, 2, 37_800, False, seconds_left=0, first=True, usable=189 / FIRST_CONFIG_SHARE - 10) is not None
-    assert fits_portfolio(bn, 2, 37_800, True, seconds_left=200, first=False, usable=1000) is not None  # climbing costs 1.44x
+    assert (
+        fits_portfolio(bn, 2, 37_800, False, seconds_left=100, first=True, usable=1000) is None
+    )  # up to half the usable time
+    assert (
+        fits_portfolio(bn, 2, 37_800, False, seconds_left=0, first=True, usable=189 / FIRST_CONFIG_SHARE - 10)
+        is not None
+    )
+    assert (
+        fits_portfolio(bn, 2, 37_800, True, seconds_left=200, first=False, usable=1000) is not None
+    )  # climbing costs 1.44x
 
 
 def test_the_final_training_gives_epochs_by_ensemble_weight():
@@ -139,5 +160,9 @@ def test_a_family_none_of_whose_references_fits_is_left_out_up_front_with_its_re
     plan = plan_budget(3600, costs, 37_800, 42_000, search=True, refit=True)
     left_out = families_left_out(costs, plan, 37_800, done=set())
     assert list(left_out) == ["vit"]
-    assert left_out["vit"].startswith("vit: a 2-epoch proxy of its cheapest reference, vit-seed, would take 2520s at 30 images/s")
-    assert families_left_out(costs, plan, 37_800, done={"vit-s4"}) == {}  # an earlier run trained one: nothing to predict
+    assert left_out["vit"].startswith(
+        "vit: a 2-epoch proxy of its cheapest reference, vit-seed, would take 2520s at 30 images/s"
+    )
+    assert (
+        families_left_out(costs, plan, 37_800, done={"vit-s4"}) == {}
+    )  # an earlier run trained one: nothing to predict

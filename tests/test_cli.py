@@ -1,7 +1,6 @@
 """End to end through the CLI on the embedded data with a temporary SQLite file."""
 
 import dataclasses
-import importlib
 import json
 import subprocess
 import sys
@@ -13,9 +12,9 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from search.study.artifacts import ARTIFACT_ATTR, load_probabilities, load_weights, open_artifact_store
 from search.cli.main import COMMANDS, main
 from search.cli.parser import build_parser
+from search.study.artifacts import ARTIFACT_ATTR, load_probabilities, load_weights, open_artifact_store
 from search.study.trial_attrs import PRUNED_REASON_ATTR
 from search.train.prepared import prepare_data
 from search.train.trainer import predict_proba
@@ -59,7 +58,17 @@ def test_references_run_first_and_trials_record_their_context(cnn_study):
     assert [t.params for t in first] == [params for _, params in references.values()]
     for trial in finished(study):
         attrs = trial.user_attrs
-        for key in ("family", "params", "images_per_second", "train_seconds", "device", "hostname", "pid", "seed", "data_hash"):
+        for key in (
+            "family",
+            "params",
+            "images_per_second",
+            "train_seconds",
+            "device",
+            "hostname",
+            "pid",
+            "seed",
+            "data_hash",
+        ):
             assert key in attrs, key
         assert attrs["family"] == "cnn" and attrs["params"] > 0 and attrs["images_per_second"] > 0
         assert attrs["data_hash"] == study.user_attrs["data_hash"]
@@ -103,9 +112,40 @@ def test_running_again_continues_up_to_n_not_n_more(sqlite_url):
 
 def test_study_refuses_other_data(sqlite_url, capsys):
     space_file = FIXTURES / "nan_space.py"
-    assert run_cli("run", "--space", space_file, "--study", "s", "--storage", sqlite_url, "--trials", 1, "--epochs", 1, "--limit", 200) == 0
+    assert (
+        run_cli(
+            "run",
+            "--space",
+            space_file,
+            "--study",
+            "s",
+            "--storage",
+            sqlite_url,
+            "--trials",
+            1,
+            "--epochs",
+            1,
+            "--limit",
+            200,
+        )
+        == 0
+    )
     before = len(optuna.load_study(study_name="s", storage=sqlite_url).get_trials())
-    code = run_cli("run", "--space", space_file, "--study", "s", "--storage", sqlite_url, "--trials", 2, "--epochs", 1, "--limit", 300)
+    code = run_cli(
+        "run",
+        "--space",
+        space_file,
+        "--study",
+        "s",
+        "--storage",
+        sqlite_url,
+        "--trials",
+        2,
+        "--epochs",
+        1,
+        "--limit",
+        300,
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert "study 's' was built on data" in err and "--study NEW_NAME" in err and "\n" not in err
@@ -114,7 +154,10 @@ def test_study_refuses_other_data(sqlite_url, capsys):
 
 def test_a_diverging_trial_fails_alone_and_the_study_goes_on(sqlite_url):
     space_file = FIXTURES / "nan_space.py"
-    assert run_cli("run", "--space", space_file, "--storage", sqlite_url, "--trials", 1, "--epochs", 1, "--limit", 200) == 0
+    assert (
+        run_cli("run", "--space", space_file, "--storage", sqlite_url, "--trials", 1, "--epochs", 1, "--limit", 200)
+        == 0
+    )
     trials = optuna.load_study(study_name="nan_space", storage=sqlite_url).get_trials()
     assert [t.state for t in trials[:2]] == [TrialState.FAIL, TrialState.COMPLETE]
     assert "Diverged" in trials[0].user_attrs["fail_reason"]
@@ -126,7 +169,9 @@ def test_a_trial_over_its_time_limit_is_pruned_saying_so(sqlite_url):
     capped = optuna.load_study(study_name="capped", storage=sqlite_url).get_trials()
     assert [t.state for t in capped] == [TrialState.PRUNED] * 2
     # a fast machine may finish this tiny first epoch (a single step) inside the limit; the reason still names a step
-    assert all(t.user_attrs[PRUNED_REASON_ATTR].startswith("over --trial-timeout 0.001s: stopped before step") for t in capped)
+    assert all(
+        t.user_attrs[PRUNED_REASON_ATTR].startswith("over --trial-timeout 0.001s: stopped before step") for t in capped
+    )
     assert run_cli("run", "--space", "cnn", "--study", "uncapped", "--trial-timeout", 3600, *args) == 0
     uncapped = optuna.load_study(study_name="uncapped", storage=sqlite_url).get_trials()
     assert [t.state for t in uncapped] == [TrialState.COMPLETE] * 2
@@ -144,10 +189,26 @@ def test_train_reference_prints_one_json_line(capsys):
 
 def test_train_a_stored_trial_reproduces_its_accuracy(sqlite_url, capsys):
     space_file = FIXTURES / "nan_space.py"
-    assert run_cli("run", "--space", space_file, "--storage", sqlite_url, "--trials", 1, "--epochs", 1, "--limit", 200) == 0
+    assert (
+        run_cli("run", "--space", space_file, "--storage", sqlite_url, "--trials", 1, "--epochs", 1, "--limit", 200)
+        == 0
+    )
     stored = optuna.load_study(study_name="nan_space", storage=sqlite_url).best_trial
     capsys.readouterr()
-    code = run_cli("train", "--space", space_file, "--trial", f"nan_space:{stored.number}", "--storage", sqlite_url, "--json", "--epochs", 1, "--limit", 200)
+    code = run_cli(
+        "train",
+        "--space",
+        space_file,
+        "--trial",
+        f"nan_space:{stored.number}",
+        "--storage",
+        sqlite_url,
+        "--json",
+        "--epochs",
+        1,
+        "--limit",
+        200,
+    )
     assert code == 0
     assert json.loads(capsys.readouterr().out)["val_accuracy"] == pytest.approx(stored.value)
 
@@ -194,8 +255,9 @@ def test_every_option_of_every_subcommand_reaches_its_record_and_api_function():
 
 
 def test_help_shows_the_records_defaults():
-    help_text = " ".join(next(a for a in build_parser()._actions if a.dest == "command").choices["run"].format_help().split())
+    help_text = " ".join(
+        next(a for a in build_parser()._actions if a.dest == "command").choices["run"].format_help().split()
+    )
     assert "(default: 20)" in help_text and "(default: tpe)" in help_text and "(default: 0.1)" in help_text
     assert "(default: the study's; rungs for a new study)" in help_text
     assert "(default: the study's budget; 10 for a new study)" in help_text
-

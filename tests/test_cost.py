@@ -73,7 +73,9 @@ def test_forward_flops_leaves_the_model_and_the_rng_as_they_were() -> None:
     model.eval()
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     rng = torch.random.get_rng_state()
-    assert forward_flops(nn.Sequential(model, nn.Dropout(0.5))) is not None  # dropout draws from the RNG in training mode
+    assert (
+        forward_flops(nn.Sequential(model, nn.Dropout(0.5))) is not None
+    )  # dropout draws from the RNG in training mode
     assert not model.training and not any(m.training for m in model.modules())
     for name, buffer in model.named_buffers():
         assert torch.equal(buffer, buffers[name]), name
@@ -123,7 +125,9 @@ def test_a_bn_cnn_calibration_predicts_lenets_training_time_within_3x() -> None:
         flops = forward_flops(model)
         started = time.perf_counter()
         result = train(model, data, candidate.train, epochs=1)
-        assert time.perf_counter() - started >= images_count / result.images_per_second  # steps are part of the wall time
+        assert (
+            time.perf_counter() - started >= images_count / result.images_per_second
+        )  # steps are part of the wall time
         measured[name] = (flops, result.images_per_second)
     throughput = Throughput.from_runs([measured["bn-cnn"]])
     lenet_flops, lenet_speed = measured["lenet"]

@@ -31,8 +31,9 @@ def make_rows(count: int, labelled: bool, seed: int = 0) -> list[list[int]]:
     return np.column_stack([labels, pixels]).tolist()
 
 
-def csv_bytes(header: list[str], rows: list[list], *, crlf: bool = False, bom: bool = False,
-              trailing_newline: bool = True) -> bytes:
+def csv_bytes(
+    header: list[str], rows: list[list], *, crlf: bool = False, bom: bool = False, trailing_newline: bool = True
+) -> bytes:
     newline = "\r\n" if crlf else "\n"
     lines = [",".join(header)] + [",".join(str(cell) for cell in row) for row in rows]
     text = newline.join(lines) + (newline if trailing_newline else "")
@@ -106,14 +107,18 @@ def test_pixel_order_is_row_major(kaggle_dir, tmp_path):
     assert data.test_images[0, 2, 5] == 200
 
 
-@pytest.mark.parametrize("fmt", [
-    {"crlf": True},
-    {"bom": True},
-    {"trailing_newline": False},
-    {"crlf": True, "bom": True, "trailing_newline": False},
-    {"gz": True},
-    {"gz": True, "crlf": True, "bom": True},
-], ids=["crlf", "bom", "no-trailing-newline", "crlf-bom-no-newline", "gzip", "gzip-crlf-bom"])
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        {"crlf": True},
+        {"bom": True},
+        {"trailing_newline": False},
+        {"crlf": True, "bom": True, "trailing_newline": False},
+        {"gz": True},
+        {"gz": True, "crlf": True, "bom": True},
+    ],
+    ids=["crlf", "bom", "no-trailing-newline", "crlf-bom-no-newline", "gzip", "gzip-crlf-bom"],
+)
 def test_accepted_file_variants(kaggle_dir, tmp_path, fmt):
     train_rows, test_rows = write_kaggle_pair(kaggle_dir, **fmt)
     assert_matches_rows(load_digits(kaggle_dir, cache_dir=tmp_path / "cache"), train_rows, test_rows)
@@ -270,12 +275,15 @@ def test_bad_pixel_names_file_line_and_column(kaggle_dir, tmp_path, file_name, b
     assert "fix the row or re-download" in message
 
 
-@pytest.mark.parametrize("bad_label, expected", [
-    ("10", "label value 10 is outside 0..9"),
-    ("-1", "label value -1 is outside 0..9"),
-    ("seven", "'seven' is not an integer"),
-    ("", "empty"),
-])
+@pytest.mark.parametrize(
+    "bad_label, expected",
+    [
+        ("10", "label value 10 is outside 0..9"),
+        ("-1", "label value -1 is outside 0..9"),
+        ("seven", "'seven' is not an integer"),
+        ("", "empty"),
+    ],
+)
 def test_bad_label(kaggle_dir, tmp_path, bad_label, expected):
     train_rows, _ = write_kaggle_pair(kaggle_dir)
     train_rows[4][0] = bad_label
@@ -375,8 +383,9 @@ def test_file_not_valid_utf8(kaggle_dir, tmp_path):
 
 def test_hash_is_sha256_of_train_then_test_bytes(kaggle_dir, tmp_path):
     write_kaggle_pair(kaggle_dir, gz=True)
-    expected = hashlib.sha256((kaggle_dir / "train.csv.gz").read_bytes()
-                              + (kaggle_dir / "test.csv.gz").read_bytes()).hexdigest()
+    expected = hashlib.sha256(
+        (kaggle_dir / "train.csv.gz").read_bytes() + (kaggle_dir / "test.csv.gz").read_bytes()
+    ).hexdigest()
     assert load_digits(kaggle_dir, cache_dir=tmp_path / "cache").data_hash == expected
 
 

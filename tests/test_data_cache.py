@@ -29,8 +29,9 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return stream.getvalue()
 
 
-def tamper(cache_dir: Path, part: str, change: Callable[[bytes], bytes],
-           change_manifest: Callable[[dict], None] | None = None) -> None:
+def tamper(
+    cache_dir: Path, part: str, change: Callable[[bytes], bytes], change_manifest: Callable[[dict], None] | None = None
+) -> None:
     """Rewrite the stored .npy bytes of one cached array (`train_labels`, ...) as `change` says.
 
     Works on both layouts: one `KEY.PART.npy` file per array (format 1), or one zip entry holding
@@ -98,11 +99,15 @@ def test_corrupt_cache_entry_is_rebuilt(kaggle_dir, tmp_path, damage):
     assert entry.read_bytes() == good_bytes
 
 
-@pytest.mark.parametrize("part, transform", [
-    ("train_labels", lambda labels: (labels + 1) % 10),
-    ("train_images", np.zeros_like),
-    ("test_images", lambda images: images[::-1].copy()),
-], ids=["changed-labels", "zeroed-pixels", "reordered-test-images"])
+@pytest.mark.parametrize(
+    "part, transform",
+    [
+        ("train_labels", lambda labels: (labels + 1) % 10),
+        ("train_images", np.zeros_like),
+        ("test_images", lambda images: images[::-1].copy()),
+    ],
+    ids=["changed-labels", "zeroed-pixels", "reordered-test-images"],
+)
 def test_cache_with_edited_arrays_is_rebuilt(kaggle_dir, tmp_path, part, transform):
     # Same shapes and dtypes as the real arrays: only the content hash can tell.
     cache_dir = tmp_path / "cache"
@@ -126,7 +131,7 @@ def test_cache_header_claiming_a_huge_shape_is_rebuilt_without_allocating_it(kag
     def claim_huge(data: bytes) -> bytes:
         stream = io.BytesIO()
         np.lib.format.write_array_header_1_0(stream, {"descr": "|u1", "fortran_order": False, "shape": huge})
-        return stream.getvalue() + data[-N_TRAIN * 784:]  # the real pixels after the new header
+        return stream.getvalue() + data[-N_TRAIN * 784 :]  # the real pixels after the new header
 
     def manifest_claims_huge(manifest: dict) -> None:
         next(entry for entry in manifest["arrays"] if entry["name"] == "train_images")["shape"] = list(huge)
@@ -155,8 +160,12 @@ def test_cache_entry_without_a_manifest_is_rebuilt(kaggle_dir, tmp_path):
     train_rows, test_rows = write_kaggle_pair(kaggle_dir)
     data = load_digits(kaggle_dir, cache_dir=cache_dir)
     (entry,) = cache_entries(cache_dir)
-    np.savez(entry.with_suffix(""), train_images=np.zeros_like(data.train_images),
-             train_labels=data.train_labels, test_images=data.test_images)
+    np.savez(
+        entry.with_suffix(""),
+        train_images=np.zeros_like(data.train_images),
+        train_labels=data.train_labels,
+        test_images=data.test_images,
+    )
     assert_matches_rows(load_digits(kaggle_dir, cache_dir=cache_dir), train_rows, test_rows)
 
 

@@ -104,6 +104,9 @@ def test_every_package_the_code_imports_is_a_declared_dependency():
                 imported.add(node.module.split(".")[0])
     third_party = imported - set(sys.stdlib_module_names) - {"search", "spaces", "__future__"}
     distributions = metadata.packages_distributions()
-    undeclared = {module: distributions.get(module) for module in third_party
-                  if not {normalized(name) for name in distributions.get(module, [])} & declared_dependencies()}
+    undeclared = {
+        module: distributions.get(module)
+        for module in third_party
+        if not {normalized(name) for name in distributions.get(module, [])} & declared_dependencies()
+    }
     assert not undeclared, f"imported but not in pyproject.toml's dependencies: {undeclared}"

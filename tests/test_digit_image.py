@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from search.data.digits import load_digits
 from search.data.digit_image import BOX, CENTRE, MAX_PIXELS, load_digit, read_image, to_mnist
+from search.data.digits import load_digits
 from search.errors import UserError
 
 
@@ -28,7 +28,9 @@ def correlation_up_to_one_pixel(a: np.ndarray, b: np.ndarray) -> float:
     return best
 
 
-def render(digit: np.ndarray, scale: int, canvas: tuple[int, int], at: tuple[int, int], light_background: bool) -> np.ndarray:
+def render(
+    digit: np.ndarray, scale: int, canvas: tuple[int, int], at: tuple[int, int], light_background: bool
+) -> np.ndarray:
     """The digit enlarged `scale` times (bicubic), placed at `at` on a bigger canvas, in either polarity."""
     side = 28 * scale
     big = np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC))
@@ -136,6 +138,7 @@ def _png_bytes() -> bytes:
 
 def blank_png(width: int, height: int) -> bytes:
     """A valid 1-bit grayscale PNG of width x height zeros: a few kB that decode to width*height pixels."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 

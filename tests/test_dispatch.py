@@ -13,11 +13,11 @@ import pytest
 import ray
 from optuna.trial import TrialState
 
-from search.study import optuna_internals as internals
-from search.study.trial_attrs import PRUNED_REASON_ATTR, RETRY_OF_ATTR
-from search.study.storage import open_storage
 from search.config import RunSpec
 from search.dispatch.run import run_study
+from search.study import optuna_internals as internals
+from search.study.storage import open_storage
+from search.study.trial_attrs import PRUNED_REASON_ATTR, RETRY_OF_ATTR
 from tests.servers import server_url
 
 pytestmark = pytest.mark.slow
@@ -25,6 +25,8 @@ pytestmark = pytest.mark.slow
 FIXTURES = Path(__file__).parent / "fixtures"
 QUICK_SPACE = str(FIXTURES / "my_space.py")
 SLOW_SPACE = str(FIXTURES / "slow_space.py")
+
+
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])
 def storage_url(request, tmp_path):
     if request.param == "sqlite":
@@ -48,8 +50,19 @@ def unique(name: str) -> str:
 
 def spec(storage: str, tmp_path: Path, **overrides) -> RunSpec:
     # hyperband: a trial reports every epoch, so a test can catch one mid-training (running_trial)
-    options = dict(space=QUICK_SPACE, trials=6, epochs=2, limit=200, storage=storage, study=unique("par"),
-                   reference=False, workers=2, gpus_per_trial=0, artifacts=str(tmp_path / "artifacts"), pruner="hyperband")
+    options = dict(
+        space=QUICK_SPACE,
+        trials=6,
+        epochs=2,
+        limit=200,
+        storage=storage,
+        study=unique("par"),
+        reference=False,
+        workers=2,
+        gpus_per_trial=0,
+        artifacts=str(tmp_path / "artifacts"),
+        pruner="hyperband",
+    )
     options.update(overrides)
     return RunSpec(**options)
 
@@ -70,27 +83,36 @@ def test_two_workers_share_one_study_with_an_exact_count(local_ray, storage_url,
     assert len(trials) == 8 and not [t for t in trials if t.state == TrialState.RUNNING]
     assert len({t.user_attrs["pid"] for t in trials}) >= 2  # both workers ran trials
     assert all(t.user_attrs["rung"] == "180 rows x 2 epochs" for t in trials)  # the workers prune on the run's rungs
-    counts = {"complete": sum(t.state == TrialState.COMPLETE for t in trials), "pruned": sum(t.state == TrialState.PRUNED for t in trials)}
+    counts = {
+        "complete": sum(t.state == TrialState.COMPLETE for t in trials),
+        "pruned": sum(t.state == TrialState.PRUNED for t in trials),
+    }
     assert run_study(run).counts == {state: n for state, n in counts.items() if n}
     assert len(trials_of(run)) == 8  # running again adds nothing
 
 
 def test_whole_gpus_go_to_distinct_devices(local_ray, tmp_path):
-    run = spec(f"sqlite:///{tmp_path}/s.db", tmp_path, space=SLOW_SPACE, trials=2, workers=2, gpus_per_trial=1, epochs=1)
+    run = spec(
+        f"sqlite:///{tmp_path}/s.db", tmp_path, space=SLOW_SPACE, trials=2, workers=2, gpus_per_trial=1, epochs=1
+    )
     run_study(run)
     ids = [tuple(t.user_attrs["gpu_ids"]) for t in trials_of(run)]
     assert sorted(ids) == [("0",), ("1",)]
 
 
 def test_half_gpus_pack_two_trials_per_device(local_ray, tmp_path):
-    run = spec(f"sqlite:///{tmp_path}/s.db", tmp_path, space=SLOW_SPACE, trials=4, workers=4, gpus_per_trial=0.5, epochs=1)
+    run = spec(
+        f"sqlite:///{tmp_path}/s.db", tmp_path, space=SLOW_SPACE, trials=4, workers=4, gpus_per_trial=0.5, epochs=1
+    )
     run_study(run)
     ids = sorted(tuple(t.user_attrs["gpu_ids"]) for t in trials_of(run))
     assert ids == [("0",), ("0",), ("1",), ("1",)]
 
 
 def test_a_trial_that_raises_fails_alone(local_ray, tmp_path):
-    run = spec(f"sqlite:///{tmp_path}/s.db", tmp_path, space=str(FIXTURES / "nan_space.py"), trials=2, reference=True, epochs=1)
+    run = spec(
+        f"sqlite:///{tmp_path}/s.db", tmp_path, space=str(FIXTURES / "nan_space.py"), trials=2, reference=True, epochs=1
+    )
     run_study(run)
     trials = trials_of(run)
     assert len(finished(trials)) == 2
@@ -147,10 +169,21 @@ def test_a_killed_worker_fails_its_trial_which_is_retried(local_ray, tmp_path):
 
 def test_ctrl_c_in_process_fails_the_trial_quietly_and_the_next_run_trains_its_params(tmp_path, capfd):
     # no pruning: the retry must complete, and Hyperband could prune it against the cut trial's first epoch
-    run = spec(f"sqlite:///{tmp_path}/s.db", tmp_path, space=SLOW_SPACE, trials=2, epochs=6, workers=1, gpus_per_trial=None, pruner="none")
+    run = spec(
+        f"sqlite:///{tmp_path}/s.db",
+        tmp_path,
+        space=SLOW_SPACE,
+        trials=2,
+        epochs=6,
+        workers=1,
+        gpus_per_trial=None,
+        pruner="none",
+    )
     open_storage(run.storage)
     # SIGINT as Ctrl-C sends it, to this (the main) thread, once a trial is mid-training
-    watcher = threading.Thread(target=lambda: (wait_for(lambda: running_trial(run), timeout=400), os.kill(os.getpid(), signal.SIGINT)))
+    watcher = threading.Thread(
+        target=lambda: (wait_for(lambda: running_trial(run), timeout=400), os.kill(os.getpid(), signal.SIGINT))
+    )
     watcher.start()
     with pytest.raises(KeyboardInterrupt):
         run_study(run, out=io.StringIO())
@@ -205,13 +238,28 @@ REFERENCES = {"killer": Reference("killer", Config(0)), "fine": Reference("fine"
 def test_a_config_whose_worker_dies_twice_is_failed_for_good_and_the_study_goes_on(local_ray, tmp_path):
     space = tmp_path / "oom_space.py"
     space.write_text(KILLING_SPACE)
-    run = spec(f"sqlite:///{tmp_path}/s.db", tmp_path, space=str(space), trials=2, epochs=1, reference=True, workers=1, address="auto")
+    run = spec(
+        f"sqlite:///{tmp_path}/s.db",
+        tmp_path,
+        space=str(space),
+        trials=2,
+        epochs=1,
+        reference=True,
+        workers=1,
+        address="auto",
+    )
     run_study(run)
     trials = trials_of(run)
     killer = [t for t in trials if (internals.queued_params(t) or t.params).get("oom.x") == 0]
     assert [t.state for t in killer] == [TrialState.FAIL, TrialState.FAIL]  # the first attempt and one retry, no more
-    assert killer[1].user_attrs[RETRY_OF_ATTR] == killer[0].number and "worker lost" in killer[0].user_attrs["fail_reason"]
-    assert killer[1].user_attrs["fail_reason"].startswith(f"process died 2 times with these params (trials {killer[0].number}, {killer[1].number})")
+    assert (
+        killer[1].user_attrs[RETRY_OF_ATTR] == killer[0].number and "worker lost" in killer[0].user_attrs["fail_reason"]
+    )
+    assert (
+        killer[1]
+        .user_attrs["fail_reason"]
+        .startswith(f"process died 2 times with these params (trials {killer[0].number}, {killer[1].number})")
+    )
     assert len(finished(trials)) == 2 and not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     run_study(RunSpec(**{**run.__dict__, "trials": 3}))  # a later run does not try it again
     assert len([t for t in trials_of(run) if (internals.queued_params(t) or t.params).get("oom.x") == 0]) == 2

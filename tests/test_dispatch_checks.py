@@ -65,8 +65,24 @@ def test_a_long_study_name_is_refused_before_postgresql_is_asked(capsys):
 def test_a_bad_option_leaves_an_existing_study_as_it_was(sqlite_url, tmp_path, capsys):
     run_study(tiny(sqlite_url, reference=False), io.StringIO())
     before = [(t.number, t.state) for t in trials_of(sqlite_url)]
-    refused(capsys, "run", "--space", TINY_SPACE, "--study", "s", "--trials", 3, "--epochs", 1, "--limit", 200,
-            "--storage", sqlite_url, "--artifacts", "/dev/null/x")
+    refused(
+        capsys,
+        "run",
+        "--space",
+        TINY_SPACE,
+        "--study",
+        "s",
+        "--trials",
+        3,
+        "--epochs",
+        1,
+        "--limit",
+        200,
+        "--storage",
+        sqlite_url,
+        "--artifacts",
+        "/dev/null/x",
+    )
     assert [(t.number, t.state) for t in trials_of(sqlite_url)] == before  # no reference queued, nothing run
 
 
@@ -81,8 +97,12 @@ def test_s3_artifacts_without_credentials_are_refused_before_any_trial(sqlite_ur
     import boto3
 
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # an earlier test's session keeps the credentials it found
-    line = refused(capsys, "run", "--space", TINY_SPACE, "--limit", 200, "--storage", sqlite_url, "--artifacts", "s3://bucket/runs")
-    assert line.startswith("digit-search run: error: --artifacts s3://bucket/runs: cannot write there (NoCredentialsError")
+    line = refused(
+        capsys, "run", "--space", TINY_SPACE, "--limit", 200, "--storage", sqlite_url, "--artifacts", "s3://bucket/runs"
+    )
+    assert line.startswith(
+        "digit-search run: error: --artifacts s3://bucket/runs: cannot write there (NoCredentialsError"
+    )
     assert not (tmp_path / "studies.db").exists()
 
 
@@ -91,19 +111,38 @@ def test_a_study_keeps_its_space_and_epoch_budget(sqlite_url, capsys):
     assert optuna.load_study(study_name="s", storage=open_storage(sqlite_url)).user_attrs["epochs"] == 2
 
     out = io.StringIO()
-    run_study(RunSpec(study="s", trials=2, limit=200, storage=sqlite_url, reference=False, pruner="none"), out)  # no space, no epochs
+    run_study(
+        RunSpec(study="s", trials=2, limit=200, storage=sqlite_url, reference=False, pruner="none"), out
+    )  # no space, no epochs
     assert "up to 2 epochs a trial" in out.getvalue()
     trials = trials_of(sqlite_url)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     assert [t.user_attrs["epochs"] for t in trials] == [2, 2] and [t.last_step for t in trials] == [2, 2]
 
-    line = refused(capsys, "run", "--space", TINY_SPACE, "--study", "s", "--trials", 3, "--epochs", 3, "--limit", 200, "--storage", sqlite_url)
+    line = refused(
+        capsys,
+        "run",
+        "--space",
+        TINY_SPACE,
+        "--study",
+        "s",
+        "--trials",
+        3,
+        "--epochs",
+        3,
+        "--limit",
+        200,
+        "--storage",
+        sqlite_url,
+    )
     assert "study 's' trains each trial at most 2 epochs" in line and "--study NEW_NAME" in line
     assert len(trials_of(sqlite_url)) == 2
 
 
 def test_a_run_without_space_needs_a_study_that_exists(sqlite_url, tmp_path):
-    with pytest.raises(UserError, match="give space to create a study, or study NAME to continue one"):  # the API's names
+    with pytest.raises(
+        UserError, match="give space to create a study, or study NAME to continue one"
+    ):  # the API's names
         run_study(RunSpec(storage=sqlite_url), io.StringIO())
     with pytest.raises(UserError) as caught:
         run_study(RunSpec(study="new", storage=sqlite_url), io.StringIO())
@@ -138,7 +177,9 @@ def test_the_header_says_when_trials_leave_references_queued(sqlite_url):
     out = io.StringIO()
     run_study(tiny(sqlite_url, space="cnn", study="cnn", trials=1, limit=200), out)
     line = out.getvalue().splitlines()[1]
-    assert line.startswith("queued first: 3 references (") and "room for 1 of them this run, the rest stay queued" in line
+    assert (
+        line.startswith("queued first: 3 references (") and "room for 1 of them this run, the rest stay queued" in line
+    )
 
 
 @pytest.mark.slow

@@ -3,8 +3,8 @@
 import io
 import shutil
 import signal
-import sys
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -13,11 +13,11 @@ import ray
 from optuna.trial import TrialState
 from ray.cluster_utils import Cluster
 
+from search.dispatch.run import run_study
 from search.errors import UserError
 from search.study.retries import process_exists
-from search.study.trial_attrs import FAIL_REASON_ATTR, RETRY_OF_ATTR
 from search.study.storage import open_storage
-from search.dispatch.run import run_study
+from search.study.trial_attrs import FAIL_REASON_ATTR, RETRY_OF_ATTR
 from tests.test_dispatch import SLOW_SPACE, finished, running_trial, server_url, spec, trials_of, wait_for
 
 pytestmark = pytest.mark.slow
@@ -67,7 +67,9 @@ def two_node_cluster():
 
 def test_a_lost_node_fails_its_trials_which_are_retried_elsewhere(two_node_cluster, tmp_path):
     cluster, nodes = two_node_cluster
-    run = spec(server_url("postgresql"), tmp_path, space=SLOW_SPACE, trials=3, epochs=4, pruner="none", address=cluster.address)
+    run = spec(
+        server_url("postgresql"), tmp_path, space=SLOW_SPACE, trials=3, epochs=4, pruner="none", address=cluster.address
+    )
     open_storage(run.storage)
     driver = threading.Thread(target=run_study, args=(run,))
     driver.start()
@@ -95,14 +97,41 @@ def test_ctrl_c_on_the_driver_leaves_nothing_running_and_the_same_command_resume
     if ray.is_initialized():
         ray.shutdown()
     storage = f"sqlite:///{tmp_path}/s.db"
-    command = [sys.executable, "-m", "search.cli", "run", "--space", SLOW_SPACE, "--workers", "2", "--trials", "4",
-               "--epochs", "4", "--limit", "200", "--storage", storage, "--study", "ctrl-c", "--no-reference",
-               "--pruner", "none", "--gpus-per-trial", "0"]
+    command = [
+        sys.executable,
+        "-m",
+        "search.cli",
+        "run",
+        "--space",
+        SLOW_SPACE,
+        "--workers",
+        "2",
+        "--trials",
+        "4",
+        "--epochs",
+        "4",
+        "--limit",
+        "200",
+        "--storage",
+        storage,
+        "--study",
+        "ctrl-c",
+        "--no-reference",
+        "--pruner",
+        "none",
+        "--gpus-per-trial",
+        "0",
+    ]
     run = spec(storage, tmp_path, study="ctrl-c")
     open_storage(storage)
     # started with SIGINT ignored, as `cmd &` in a script starts it (and as CI once ran this test)
-    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    driver = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
     wait_for(lambda: running_trial(run))
     driver.send_signal(signal.SIGINT)
     _, err = driver.communicate(timeout=120)
@@ -121,10 +150,44 @@ def test_trials_left_running_by_a_killed_driver_are_failed_and_retried_by_the_ne
     if ray.is_initialized():
         ray.shutdown()
     storage = f"sqlite:///{tmp_path}/s.db"
-    command = [sys.executable, "-m", "search.cli", "run", "--space", SLOW_SPACE, "--workers", "2", "--trials", "4",
-               "--epochs", "2", "--limit", "200", "--storage", storage, "--study", "killed", "--no-reference",
-               "--pruner", "none", "--gpus-per-trial", "0", "--cpus-per-trial", "1"]
-    run = spec(storage, tmp_path, study="killed", space=SLOW_SPACE, trials=4, epochs=2, workers=1, pruner="none", reference=False)
+    command = [
+        sys.executable,
+        "-m",
+        "search.cli",
+        "run",
+        "--space",
+        SLOW_SPACE,
+        "--workers",
+        "2",
+        "--trials",
+        "4",
+        "--epochs",
+        "2",
+        "--limit",
+        "200",
+        "--storage",
+        storage,
+        "--study",
+        "killed",
+        "--no-reference",
+        "--pruner",
+        "none",
+        "--gpus-per-trial",
+        "0",
+        "--cpus-per-trial",
+        "1",
+    ]
+    run = spec(
+        storage,
+        tmp_path,
+        study="killed",
+        space=SLOW_SPACE,
+        trials=4,
+        epochs=2,
+        workers=1,
+        pruner="none",
+        reference=False,
+    )
     open_storage(storage)
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: len([t for t in trials_of_or_none(run) if t.state == TrialState.RUNNING]) == 2)
@@ -145,7 +208,9 @@ def test_trials_left_running_by_a_killed_driver_are_failed_and_retried_by_the_ne
         assert settled.state == TrialState.FAIL and "is gone" in settled.user_attrs[FAIL_REASON_ATTR]
         retries = [t for t in trials.values() if t.user_attrs.get(RETRY_OF_ATTR) == trial.number]
         assert len(retries) == (1 if settled.params else 0)
-    assert len(finished(list(trials.values()))) == 4 and not [t for t in trials.values() if t.state == TrialState.RUNNING]
+    assert len(finished(list(trials.values()))) == 4 and not [
+        t for t in trials.values() if t.state == TrialState.RUNNING
+    ]
 
 
 def trials_of_or_none(run):

@@ -12,19 +12,18 @@ import pytest
 import torch
 from PIL import Image
 
-from search.study.artifacts import ARTIFACT_ATTR, load_probabilities, open_artifact_store
-from search.ensemble.candidates import top_candidates
-from search.train.inference import TTA_SHIFTS, class_probabilities, shift_images
 from search.cli.main import main
-from search.data.kaggle_csv import PIXEL_COLUMNS
+from search.config import METHODS, EnsembleSpec, RunSpec
 from search.data.digits import load_digits, stratified_split
-from search.ensemble.selection import apply_temperatures, blend, fit_temperature, greedy, log_loss, select
-from search.config import METHODS, EnsembleSpec
-from search.errors import UserError
+from search.data.kaggle_csv import PIXEL_COLUMNS
+from search.dispatch.run import run_study
+from search.ensemble.candidates import top_candidates
 from search.ensemble.manifest import MANIFEST, read_manifest
 from search.ensemble.saved import latest_ensemble, load_ensemble
-from search.config import RunSpec
-from search.dispatch.run import run_study
+from search.ensemble.selection import apply_temperatures, blend, fit_temperature, greedy, log_loss, select
+from search.errors import UserError
+from search.study.artifacts import ARTIFACT_ATTR, load_probabilities, open_artifact_store
+from search.train.inference import TTA_SHIFTS, class_probabilities, shift_images
 from spaces import load_space
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -46,7 +45,9 @@ def run_trials(url: str, space: str, study: str, base_params: dict, variations: 
         created.enqueue_trial({**base_params, **change})
     # run_study rather than the CLI, so its progress goes to a buffer and not to whatever
     # sys.stdout was when search.study.setup was first imported
-    summary = run_study(RunSpec(space=space, study=study, trials=len(variations), storage=url, **options), out=io.StringIO())
+    summary = run_study(
+        RunSpec(space=space, study=study, trials=len(variations), storage=url, **options), out=io.StringIO()
+    )
     assert summary.counts == {"complete": len(variations)}
 
 
@@ -73,7 +74,19 @@ def saved(studies, tmp_path_factory):
     """One greedy ensemble over both studies: (output folder, stdout)."""
     _, url = studies
     out = tmp_path_factory.mktemp("saved")
-    args = ["ensemble", "--studies", "cnn,mlp", "--storage", url, "--space-file", MY_SPACE, "--out", out / "submission.csv", "--save", out / "ensemble"]
+    args = [
+        "ensemble",
+        "--studies",
+        "cnn,mlp",
+        "--storage",
+        url,
+        "--space-file",
+        MY_SPACE,
+        "--out",
+        out / "submission.csv",
+        "--save",
+        out / "ensemble",
+    ]
     assert cli(*args) == 0
     return out
 
@@ -90,8 +103,20 @@ def stored_members_probs(url: str, root: Path, members: list[dict], key: str = "
 
 def ensemble_of_both_studies(url: str, tmp_path: Path, *options) -> int:
     """`digit-search ensemble` over the cnn and mlp studies, writing s.csv and e/ under tmp_path."""
-    return cli("ensemble", "--studies", "cnn,mlp", *options, "--storage", url, "--space-file", MY_SPACE,
-               "--out", tmp_path / "s.csv", "--save", tmp_path / "e")
+    return cli(
+        "ensemble",
+        "--studies",
+        "cnn,mlp",
+        *options,
+        "--storage",
+        url,
+        "--space-file",
+        MY_SPACE,
+        "--out",
+        tmp_path / "s.csv",
+        "--save",
+        tmp_path / "e",
+    )
 
 
 def submitted_labels(path: Path) -> np.ndarray:
@@ -184,7 +209,9 @@ def test_calibration_none_weights_the_stored_probabilities_as_they_are(studies, 
     root, url = studies
     assert ensemble_of_both_studies(url, tmp_path, "--calibration", "none") == 0
     out = capsys.readouterr().out
-    candidates = [m for name in ("cnn", "mlp") for m in top_candidates(optuna.load_study(study_name=name, storage=url), 10)]
+    candidates = [
+        m for name in ("cnn", "mlp") for m in top_candidates(optuna.load_study(study_name=name, storage=url), 10)
+    ]
     _, labels = validation_digits(None)
     val = np.stack([stored_test_probs(url, root, m.study, m.number, "val_probs") for m in candidates])
     uncalibrated = greedy(val, labels)
@@ -215,7 +242,22 @@ def test_an_unknown_calibration_is_refused_in_one_line(capsys):
 @pytest.mark.slow
 def test_best_of_one_study_reproduces_its_best_trial(studies, tmp_path):
     root, url = studies
-    assert cli("ensemble", "--studies", "cnn", "--method", "best", "--storage", url, "--out", tmp_path / "s.csv", "--save", tmp_path / "e") == 0
+    assert (
+        cli(
+            "ensemble",
+            "--studies",
+            "cnn",
+            "--method",
+            "best",
+            "--storage",
+            url,
+            "--out",
+            tmp_path / "s.csv",
+            "--save",
+            tmp_path / "e",
+        )
+        == 0
+    )
     study = optuna.load_study(study_name="cnn", storage=url)
     lineage = json.loads((tmp_path / "s.json").read_text())
     [(chosen, weight)] = [(m["trial"], m["weight"]) for m in lineage["members"]]
@@ -235,7 +277,22 @@ def test_missing_probabilities_are_recomputed_from_the_weights(studies, tmp_path
     best = optuna.load_study(study_name="cnn", storage=url).best_trial
     for key in ("val_probs", "test_probs"):
         (copy / "artifacts" / best.user_attrs[ARTIFACT_ATTR][key]).unlink()
-    assert cli("ensemble", "--studies", "cnn", "--method", "best", "--storage", url, "--out", tmp_path / "s.csv", "--save", tmp_path / "e") == 0
+    assert (
+        cli(
+            "ensemble",
+            "--studies",
+            "cnn",
+            "--method",
+            "best",
+            "--storage",
+            url,
+            "--out",
+            tmp_path / "s.csv",
+            "--save",
+            tmp_path / "e",
+        )
+        == 0
+    )
     assert f"cnn#{best.number}: stored probabilities missing, recomputed" in capsys.readouterr().out
     [chosen] = [m["trial"] for m in json.loads((tmp_path / "s.json").read_text())["members"]]
     expected = stored_test_probs(f"sqlite:///{root}/studies.db", root, "cnn", chosen).argmax(axis=1)
@@ -246,7 +303,18 @@ def test_missing_probabilities_are_recomputed_from_the_weights(studies, tmp_path
 def test_tta_weights_are_chosen_on_shifted_predictions_and_saved(studies, tmp_path):
     _, url = studies
     for name, tta in (("plain", []), ("tta", ["--tta"])):
-        args = ["--studies", "cnn", "--method", "average", "--storage", url, "--out", tmp_path / f"{name}.csv", "--save", tmp_path / name]
+        args = [
+            "--studies",
+            "cnn",
+            "--method",
+            "average",
+            "--storage",
+            url,
+            "--out",
+            tmp_path / f"{name}.csv",
+            "--save",
+            tmp_path / name,
+        ]
         assert cli("ensemble", *args, *tta) == 0
     plain, shifted = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("plain", "tta"))
     assert shifted["tta"] and not plain["tta"]
@@ -360,7 +428,9 @@ def test_predict_recognises_rendered_digits_of_any_size_and_polarity(saved, tmp_
 
     assert cli("predict", "--ensemble", saved / "ensemble", tmp_path / "originals.csv", *paths) == 0
     found = predictions(capsys.readouterr().out)
-    assert [name for name, _, _ in found] == [f"{tmp_path / 'originals.csv'}:{i}" for i in range(1, 31)] + list(map(str, paths))
+    assert [name for name, _, _ in found] == [f"{tmp_path / 'originals.csv'}:{i}" for i in range(1, 31)] + list(
+        map(str, paths)
+    )
     assert all(0.1 <= prob <= 1 for _, _, prob in found)
     original = np.array([digit for _, digit, _ in found[:30]])
     rendered = np.array([digit for _, digit, _ in found[30:]])
@@ -409,7 +479,9 @@ def test_an_ensemble_saved_before_calibration_predicts_at_temperature_one(saved,
     assert old.temperatures == [1.0] * len(old.models)
     images, _ = validation_digits(50)
     tensor = torch.from_numpy(images).unsqueeze(1)
-    uncalibrated = blend(np.stack([class_probabilities(model, tensor, tta=False) for model in old.models]), np.array(old.weights))
+    uncalibrated = blend(
+        np.stack([class_probabilities(model, tensor, tta=False) for model in old.models]), np.array(old.weights)
+    )
     np.testing.assert_allclose(old.predict_proba(tensor), uncalibrated, rtol=1e-6)
 
     write_pixel_csv(tmp_path / "rows.csv", images[:3])
@@ -432,7 +504,10 @@ def test_predict_refuses_a_saved_temperature_that_is_not_above_zero(saved, tmp_p
 @pytest.mark.slow
 def test_predict_uses_the_most_recent_saved_ensemble(saved, tmp_path, monkeypatch, capsys):
     root = tmp_path / "studies" / "ensembles"
-    for name, created in (("newer-by-time", "2030-01-02T00:00:00+00:00"), ("z-older-by-time", "2030-01-01T00:00:00+00:00")):
+    for name, created in (
+        ("newer-by-time", "2030-01-02T00:00:00+00:00"),
+        ("z-older-by-time", "2030-01-01T00:00:00+00:00"),
+    ):
         shutil.copytree(saved / "ensemble", root / name)
         manifest = json.loads((root / name / MANIFEST).read_text())
         manifest["created"] = created
@@ -501,7 +576,9 @@ def damage(path: Path, how: str) -> None:
         ("weights", "garbage", True, "not a readable safetensors file"),
     ],
 )
-def test_a_damaged_artifact_is_one_line_naming_study_trial_and_artifact(studies, tmp_path, capsys, key, how, tta, expected):
+def test_a_damaged_artifact_is_one_line_naming_study_trial_and_artifact(
+    studies, tmp_path, capsys, key, how, tta, expected
+):
     root, _ = studies
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)
@@ -509,7 +586,18 @@ def test_a_damaged_artifact_is_one_line_naming_study_trial_and_artifact(studies,
     best = optuna.load_study(study_name="cnn", storage=url).best_trial
     artifact = best.user_attrs[ARTIFACT_ATTR][key]
     damage(copy / "artifacts" / artifact, how)
-    args = ["--studies", "cnn", "--method", "best", "--storage", url, "--out", tmp_path / "s.csv", "--save", tmp_path / "e"]
+    args = [
+        "--studies",
+        "cnn",
+        "--method",
+        "best",
+        "--storage",
+        url,
+        "--out",
+        tmp_path / "s.csv",
+        "--save",
+        tmp_path / "e",
+    ]
     assert cli("ensemble", *args, *(["--tta"] if tta else [])) == 2
     err = one_line_error(capsys.readouterr().err)
     assert f"study 'cnn', trial {best.number}: its {key} artifact {artifact}" in err and expected in err
@@ -522,12 +610,19 @@ def test_the_python_api_builds_an_ensemble_that_saves_itself_and_writes_its_subm
 
     root, url = studies
     log = io.StringIO()
-    ensemble = api.build_ensemble("cnn,mlp", storage=url, space_files=[str(MY_SPACE)], out=str(tmp_path / "default.csv"), log=log)
+    ensemble = api.build_ensemble(
+        "cnn,mlp", storage=url, space_files=[str(MY_SPACE)], out=str(tmp_path / "default.csv"), log=log
+    )
     assert "5 candidates from 2 studies" in log.getvalue() and ensemble.saved is None and not list(tmp_path.iterdir())
 
     # every method's figures come from selection.select on the calibrated validation probabilities
     _, labels = validation_digits(None)
-    val = apply_temperatures(stored_members_probs(url, root, [{"study": c.study, "trial": c.number} for c in ensemble.candidates], "val_probs"), ensemble.temperatures)
+    val = apply_temperatures(
+        stored_members_probs(
+            url, root, [{"study": c.study, "trial": c.number} for c in ensemble.candidates], "val_probs"
+        ),
+        ensemble.temperatures,
+    )
     assert set(ensemble.selections) == set(METHODS)
     for method, chosen in ensemble.selections.items():
         np.testing.assert_allclose(chosen.weights, select(method, val, labels).weights)
@@ -542,7 +637,9 @@ def test_the_python_api_builds_an_ensemble_that_saves_itself_and_writes_its_subm
     np.testing.assert_array_equal(submitted_labels(tmp_path / "s.csv"), ensemble.test_labels)
 
     loaded = api.load_ensemble(str(folder), device="cpu")
-    assert [(m.study, m.trial) for m in loaded.manifest.members] == [(ensemble.candidates[i].study, ensemble.candidates[i].number) for i in ensemble.chosen.members]
+    assert [(m.study, m.trial) for m in loaded.manifest.members] == [
+        (ensemble.candidates[i].study, ensemble.candidates[i].number) for i in ensemble.chosen.members
+    ]
     test_images = load_digits(None).test_images  # (T, 28, 28) uint8
     np.testing.assert_array_equal(loaded.predict(test_images), ensemble.test_labels)
     assert loaded.predict_proba(test_images[:7]).shape == (7, 10)
@@ -562,14 +659,19 @@ def test_a_built_ensemble_saves_given_weights_in_place_of_the_stored_ones(studie
 
     _, url = studies
     ensemble = api.build_ensemble("cnn", storage=url, method="average", log=io.StringIO())
-    assert all(c.seed is not None and c.epochs == SMALL["epochs"] and c.images_per_second > 0 for c in ensemble.candidates)
+    assert all(
+        c.seed is not None and c.epochs == SMALL["epochs"] and c.images_per_second > 0 for c in ensemble.candidates
+    )
     heaviest = int(ensemble.chosen.members[0])
     stored = load_weights_file(ensemble.save(tmp_path / "stored") / "member-00.safetensors")[0]
     retrained = {name: torch.zeros_like(tensor) for name, tensor in stored.items()}
     folder = ensemble.save(tmp_path / "retrained", states={heaviest: retrained})
     saved = [load_weights_file(folder / f"member-{i:02d}.safetensors")[0] for i in range(len(ensemble.chosen.members))]
     assert all(not tensor.any() for tensor in saved[0].values())
-    assert all(torch.equal(saved[1][name], tensor) for name, tensor in load_weights_file(tmp_path / "stored" / "member-01.safetensors")[0].items())
+    assert all(
+        torch.equal(saved[1][name], tensor)
+        for name, tensor in load_weights_file(tmp_path / "stored" / "member-01.safetensors")[0].items()
+    )
 
 
 @pytest.mark.slow
@@ -586,7 +688,9 @@ def test_the_report_scores_the_saved_ensemble_at_its_members_temperatures(studie
     scored = score_ensemble(spec, saved / "ensemble", manifest, loaded)
     assert scored.accuracy == pytest.approx(lineage["validation"][manifest.method]["accuracy"])
     probs = stored_ensemble_probabilities(spec, manifest, loaded)
-    uncalibrated = stored_ensemble_probabilities(spec, replace(manifest, members=tuple(replace(m, temperature=1.0) for m in manifest.members)), loaded)
+    uncalibrated = stored_ensemble_probabilities(
+        spec, replace(manifest, members=tuple(replace(m, temperature=1.0) for m in manifest.members)), loaded
+    )
     assert probs is not None and not np.allclose(probs, uncalibrated)
 
 
@@ -599,8 +703,16 @@ def test_the_report_notes_a_damaged_member_artifact_instead_of_failing(studies, 
     shutil.copytree(root, tmp_path / "copy")
     url = f"sqlite:///{tmp_path / 'copy'}/studies.db"
     member = read_manifest(saved / "ensemble").members[0]
-    artifact = optuna.load_study(study_name=member.study, storage=url).trials[member.trial].user_attrs[ARTIFACT_ATTR]["val_probs"]
+    artifact = (
+        optuna.load_study(study_name=member.study, storage=url)
+        .trials[member.trial]
+        .user_attrs[ARTIFACT_ATTR]["val_probs"]
+    )
     damage(tmp_path / "copy" / "artifacts" / artifact, "garbage")
     spec = ReportSpec(storage=url, studies="cnn,mlp", ensemble=str(saved / "ensemble"))
     data, note = find_ensemble(spec, load_studies(spec))
-    assert data is None and f"study {member.study!r}, trial {member.trial}: its val_probs artifact {artifact} is not a readable .npy file" in note
+    assert (
+        data is None
+        and f"study {member.study!r}, trial {member.trial}: its val_probs artifact {artifact} is not a readable .npy file"
+        in note
+    )

@@ -14,7 +14,15 @@ import torch
 
 from search.cli.main import main
 from search.data.kaggle_csv import PIXEL_COLUMNS
-from search.ensemble.manifest import MANIFEST, Manifest, ManifestError, ManifestMember, folder_problem, newest_ensemble, read_manifest
+from search.ensemble.manifest import (
+    MANIFEST,
+    Manifest,
+    ManifestError,
+    ManifestMember,
+    folder_problem,
+    newest_ensemble,
+    read_manifest,
+)
 from search.ensemble.saved import check_save_dir, latest_ensemble, save_ensemble
 from search.ensemble.selection import blend, calibrated_blend
 from search.errors import UserError
@@ -76,14 +84,27 @@ def one_line_error(err: str) -> str:
 
 
 def test_a_manifest_reads_back_as_it_was_written(tmp_path):
-    folder = write_folder(tmp_path / "e", manifest_record(members=[member_record(), member_record(trial=3, weight=2.0, temperature=0.5, weights_file="member-01.safetensors")]))
+    folder = write_folder(
+        tmp_path / "e",
+        manifest_record(
+            members=[
+                member_record(),
+                member_record(trial=3, weight=2.0, temperature=0.5, weights_file="member-01.safetensors"),
+            ]
+        ),
+    )
     manifest = read_manifest(folder)
     assert manifest.created == datetime(2025, 1, 2, tzinfo=timezone.utc)
     assert [m.label for m in manifest.members] == ["cnn#2", "cnn#3"]
     np.testing.assert_array_equal(manifest.weights, [1.0, 2.0])
     np.testing.assert_array_equal(manifest.temperatures, [1.0, 0.5])
     assert Manifest.from_json(manifest.to_json(), folder) == manifest
-    assert manifest.to_json() == manifest_record(members=[member_record(), member_record(trial=3, weight=2.0, temperature=0.5, weights_file="member-01.safetensors")])
+    assert manifest.to_json() == manifest_record(
+        members=[
+            member_record(),
+            member_record(trial=3, weight=2.0, temperature=0.5, weights_file="member-01.safetensors"),
+        ]
+    )
     assert manifest.files() == {MANIFEST, "member-00.safetensors", "member-01.safetensors"}
 
 
@@ -109,12 +130,24 @@ BAD_MANIFESTS = [
     (manifest_record(created="2025-01-02T00:00:00"), "created must be an ISO time with a timezone"),
     (manifest_record(created="yesterday"), "created must be an ISO time with a timezone"),
     (manifest_record(created=None), "created must be an ISO time with a timezone"),
-    (manifest_record(members=[member_record(weights_file="../x.safetensors")]), "weights_file '../x.safetensors' must be a relative path inside"),
-    (manifest_record(members=[member_record(weights_file="/etc/passwd")]), "weights_file '/etc/passwd' must be a relative path inside"),
+    (
+        manifest_record(members=[member_record(weights_file="../x.safetensors")]),
+        "weights_file '../x.safetensors' must be a relative path inside",
+    ),
+    (
+        manifest_record(members=[member_record(weights_file="/etc/passwd")]),
+        "weights_file '/etc/passwd' must be a relative path inside",
+    ),
     (manifest_record(members=[member_record(weights_file=None)]), "weights_file must be a relative path inside"),
     (manifest_record(members=[member_record(space="evil")]), "space 'evil' is not a built-in family"),
-    (manifest_record(members=[member_record(space="evil", space_file="../anything.py")]), "space_file '../anything.py' must be a relative path inside"),
-    (manifest_record(members=[member_record(space="evil", space_file="/tmp/evil.py")]), "space_file '/tmp/evil.py' must be a relative path inside"),
+    (
+        manifest_record(members=[member_record(space="evil", space_file="../anything.py")]),
+        "space_file '../anything.py' must be a relative path inside",
+    ),
+    (
+        manifest_record(members=[member_record(space="evil", space_file="/tmp/evil.py")]),
+        "space_file '/tmp/evil.py' must be a relative path inside",
+    ),
     (manifest_record(members=[member_record(trial="2")]), "trial must be a whole number"),
     (manifest_record(members=[member_record(params=[1])]), "params must be a JSON object"),
     (manifest_record(studies=[]), "studies must be a non-empty list"),
@@ -143,17 +176,27 @@ def test_predict_refuses_a_bad_manifest_with_exit_2_before_loading_anything(tmp_
 def test_a_path_that_escapes_through_a_symbolic_link_is_refused(tmp_path):
     (tmp_path / "outside").mkdir()
     (tmp_path / "outside" / "evil.py").write_text("raise SystemExit('ran')\n")
-    folder = write_folder(tmp_path / "e", manifest_record(members=[member_record(space="evil", space_file="spaces/evil.py")]))
+    folder = write_folder(
+        tmp_path / "e", manifest_record(members=[member_record(space="evil", space_file="spaces/evil.py")])
+    )
     (folder / "spaces").symlink_to(tmp_path / "outside")
     with pytest.raises(ManifestError, match="leads outside the ensemble folder"):
         read_manifest(folder)
     os.symlink("/etc/passwd", folder / "member-01.safetensors")
     with pytest.raises(ManifestError, match="weights_file 'member-01.safetensors' leads outside"):
-        read_manifest(write_folder(folder, manifest_record(members=[member_record(weights_file="member-01.safetensors")]), files=()))
+        read_manifest(
+            write_folder(
+                folder, manifest_record(members=[member_record(weights_file="member-01.safetensors")]), files=()
+            )
+        )
 
 
 def test_a_space_file_inside_the_folder_may_name_any_space(tmp_path):
-    folder = write_folder(tmp_path / "e", manifest_record(members=[member_record(space="mine", space_file="spaces/mine.py")]), files=("member-00.safetensors", "spaces/mine.py"))
+    folder = write_folder(
+        tmp_path / "e",
+        manifest_record(members=[member_record(space="mine", space_file="spaces/mine.py")]),
+        files=("member-00.safetensors", "spaces/mine.py"),
+    )
     assert read_manifest(folder).members[0].space_file == "spaces/mine.py"
     assert read_manifest(folder).files() == {MANIFEST, "member-00.safetensors", "spaces/mine.py"}
 
@@ -169,7 +212,10 @@ def test_the_blend_is_each_member_at_its_temperature_then_weighted():
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(10), size=(3, 5))  # (M, N, C)
     weights, temperatures = np.array([1.0, 0.0, 3.0]), np.array([0.5, 1.0, 2.0])
-    expected = (probs[0] ** 2 / (probs[0] ** 2).sum(1, keepdims=True) + 3 * np.sqrt(probs[2]) / np.sqrt(probs[2]).sum(1, keepdims=True)) / 4
+    expected = (
+        probs[0] ** 2 / (probs[0] ** 2).sum(1, keepdims=True)
+        + 3 * np.sqrt(probs[2]) / np.sqrt(probs[2]).sum(1, keepdims=True)
+    ) / 4
     np.testing.assert_allclose(calibrated_blend(probs, weights, temperatures), expected)
     np.testing.assert_allclose(calibrated_blend(probs, weights, np.ones(3)), blend(probs, weights))
     with pytest.raises(ValueError, match="finite"):
@@ -192,7 +238,12 @@ def test_the_newest_valid_visible_ensemble_is_found_and_broken_ones_never_crash_
     saved_at(root, "naive", "2030-01-01T00:00:00")
     saved_at(root, "nan-weight", "2030-01-01T00:00:00+00:00", members=[member_record(weight=float("nan"))])
     saved_at(root, "bad-members", "2030-01-01T00:00:00+00:00", members=[1, 2])
-    saved_at(root, "escapes", "2030-01-01T00:00:00+00:00", members=[member_record(weights_file="../old/member-00.safetensors")])
+    saved_at(
+        root,
+        "escapes",
+        "2030-01-01T00:00:00+00:00",
+        members=[member_record(weights_file="../old/member-00.safetensors")],
+    )
     write_folder(root / "garbage", "\x00\xff not json")
     (root / "not-a-folder").write_text("x")
     (root / "no-manifest").mkdir()
@@ -210,7 +261,8 @@ def test_latest_without_a_valid_ensemble_says_what_to_do(tmp_path):
 
 
 def test_stale_temporaries_are_removed_and_fresh_ones_kept(tmp_path):
-    stale, fresh = saved_at(tmp_path, ".e.old1.tmp", CREATED), saved_at(tmp_path, ".e.new1.tmp", CREATED)
+    stale = saved_at(tmp_path, ".e.old1.tmp", CREATED)
+    saved_at(tmp_path, ".e.new1.tmp", CREATED)  # fresh: kept
     aside = saved_at(tmp_path, ".e.old2.old", CREATED)
     hour_ago = time.time() - 3600
     for path in (stale, aside):
@@ -244,7 +296,16 @@ def test_the_newest_ensemble_of_the_reported_studies_is_found(tmp_path):
 
 def small_manifest(**changes) -> Manifest:
     members = (ManifestMember("cnn", 2, "cnn", "cnn", {}, 1.0, "member-00.safetensors", 0.8, val_accuracy=0.9),)
-    fields = dict(created=datetime.now(timezone.utc), method="greedy", tta=False, studies=("cnn",), data_hash="h", split="s", members=members, calibration="temperature")
+    fields = dict(
+        created=datetime.now(timezone.utc),
+        method="greedy",
+        tta=False,
+        studies=("cnn",),
+        data_hash="h",
+        split="s",
+        members=members,
+        calibration="temperature",
+    )
     return Manifest(**{**fields, **changes})
 
 
@@ -264,7 +325,12 @@ def test_a_saved_ensemble_is_replaced_by_a_new_one_and_nothing_is_left_beside_it
 def test_saving_copies_the_user_space_file_inside(tmp_path):
     (tmp_path / "mine.py").write_text("NAME = 'mine'\n")
     member = ManifestMember("mlp", 0, "mlp", "mine", {}, 1.0, "member-00.safetensors", space_file="spaces/mine.py")
-    save_ensemble(tmp_path / "e", small_manifest(members=(member,)), [{"w": torch.zeros(1)}], {"spaces/mine.py": tmp_path / "mine.py"})
+    save_ensemble(
+        tmp_path / "e",
+        small_manifest(members=(member,)),
+        [{"w": torch.zeros(1)}],
+        {"spaces/mine.py": tmp_path / "mine.py"},
+    )
     assert (tmp_path / "e" / "spaces" / "mine.py").read_text() == "NAME = 'mine'\n"
     assert folder_problem(tmp_path / "e") is None
 
@@ -272,9 +338,18 @@ def test_saving_copies_the_user_space_file_inside(tmp_path):
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda d: write_folder(d, {"name": "my-web-app", "version": 3}, files=("index.html",)), "not a format-1 saved ensemble"),
-        (lambda d: write_folder(d, {"members": [{"weights_file": "app.js"}]}, files=("app.js",)), "not a format-1 saved ensemble"),
-        (lambda d: (save(d), (d / "notes.txt").write_text("mine")), "it holds notes.txt, which its manifest.json does not name"),
+        (
+            lambda d: write_folder(d, {"name": "my-web-app", "version": 3}, files=("index.html",)),
+            "not a format-1 saved ensemble",
+        ),
+        (
+            lambda d: write_folder(d, {"members": [{"weights_file": "app.js"}]}, files=("app.js",)),
+            "not a format-1 saved ensemble",
+        ),
+        (
+            lambda d: (save(d), (d / "notes.txt").write_text("mine")),
+            "it holds notes.txt, which its manifest.json does not name",
+        ),
         (lambda d: (save(d), (d / "spaces").mkdir()), "it holds spaces, which its manifest.json does not name"),
         (lambda d: (save(d), (d / "link").symlink_to(d.parent)), "it holds a symbolic link, link"),
         (lambda d: (d.parent.joinpath("elsewhere").mkdir(), d.symlink_to(d.parent / "elsewhere")), "not a folder"),
@@ -318,7 +393,9 @@ def test_save_never_replaces_the_working_directory_its_ancestors_or_the_database
         ("{tmp}/app", "exists and is not a saved ensemble"),
     ],
 )
-def test_the_ensemble_command_refuses_such_a_save_before_any_work_and_deletes_nothing(tmp_path, monkeypatch, capsys, save_to, message):
+def test_the_ensemble_command_refuses_such_a_save_before_any_work_and_deletes_nothing(
+    tmp_path, monkeypatch, capsys, save_to, message
+):
     """The data-loss cases once reported: a web app's folder with a manifest.json, `--save .`, the database's folder."""
     for folder in (tmp_path, tmp_path / "studies", tmp_path / "app"):
         folder.mkdir(exist_ok=True)
@@ -327,7 +404,9 @@ def test_the_ensemble_command_refuses_such_a_save_before_any_work_and_deletes_no
     monkeypatch.chdir(tmp_path)
     before = sorted(str(p) for p in tmp_path.rglob("*"))
     storage = f"sqlite:///{tmp_path}/studies/studies.db"
-    code = main(["ensemble", "--studies", "cnn", "--storage", storage, "--save", save_to.replace("{tmp}", str(tmp_path))])
+    code = main(
+        ["ensemble", "--studies", "cnn", "--storage", storage, "--save", save_to.replace("{tmp}", str(tmp_path))]
+    )
     assert code == 2
     assert message in one_line_error(capsys.readouterr().err)
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before

@@ -27,7 +27,9 @@ def write_kaggle_files(directory: Path, train_rows: int = 1000, test_rows: int =
     digits = load_digits()
     directory.mkdir(parents=True)
     pixels = ",".join(f"pixel{i}" for i in range(784))
-    train = np.column_stack([digits.train_labels[:train_rows], digits.train_images[:train_rows].reshape(train_rows, -1)])
+    train = np.column_stack(
+        [digits.train_labels[:train_rows], digits.train_images[:train_rows].reshape(train_rows, -1)]
+    )
     np.savetxt(directory / "train.csv", train, fmt="%d", delimiter=",", header=f"label,{pixels}", comments="")
     test = digits.test_images[:test_rows].reshape(test_rows, -1)
     np.savetxt(directory / "test.csv", test, fmt="%d", delimiter=",", header=pixels, comments="")
@@ -53,8 +55,20 @@ def test_cpu_dry_run_records_every_step(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     # the auto step is left out to keep the suite under 10 minutes: it is `digit-search auto`, which
     # tests/test_auto.py runs for its whole 3-minute budget
-    result = run_script("--device", "cpu", "--quick", "--steps", ",".join(STEPS[:3]), "--data", str(data), "--out", str(out),
-                        "--work", str(work), timeout=900)
+    result = run_script(
+        "--device",
+        "cpu",
+        "--quick",
+        "--steps",
+        ",".join(STEPS[:3]),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--work",
+        str(work),
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
 
     assert sorted(path.name for path in out.iterdir()) == ["commands.log", "figures.json", "gpu.log", "summary.txt"]
@@ -77,7 +91,9 @@ def test_cpu_dry_run_records_every_step(tmp_path):
         assert models[model]["plain"]["images_per_second"] > 0 and models[model]["ours"]["images_per_second"] > 0
         assert models[model]["ours_fp32"]["autocast"] == "fp32"
         ours = models[model]["ours"]["images_per_second"]
-        assert models[model]["ratio_to_plain"]["ours"] == pytest.approx(ours / models[model]["plain"]["images_per_second"])
+        assert models[model]["ratio_to_plain"]["ours"] == pytest.approx(
+            ours / models[model]["plain"]["images_per_second"]
+        )
     bn = models["bn-cnn"]
     assert bn["ours"]["channels_last"] is True and bn["ours_no_channels_last"]["channels_last"] is False
     assert "not applicable" in models["vit-seed"]["ours_no_channels_last"]["skipped"]
@@ -109,26 +125,34 @@ def test_cpu_dry_run_records_every_step(tmp_path):
 
 
 def test_missing_data_folder_is_one_line(tmp_path):
-    line = one_error_line(run_script("--device", "cpu", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"), timeout=60))
+    line = one_error_line(
+        run_script("--device", "cpu", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"), timeout=60)
+    )
     assert "nowhere: no such folder" in line
 
 
 def test_data_folder_without_test_file_is_one_line(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "train.csv").write_text("label,pixel0\n")
-    line = one_error_line(run_script("--device", "cpu", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), timeout=60))
+    line = one_error_line(
+        run_script("--device", "cpu", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), timeout=60)
+    )
     assert "no test.csv or test.csv.gz" in line
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_a_gpu_is_one_line(tmp_path):
     data = write_kaggle_files(tmp_path / "data", train_rows=20, test_rows=5)
-    line = one_error_line(run_script("--device", "cuda", "--data", str(data), "--out", str(tmp_path / "out"), timeout=120))
+    line = one_error_line(
+        run_script("--device", "cuda", "--data", str(data), "--out", str(tmp_path / "out"), timeout=120)
+    )
     assert "sees no CUDA device" in line
 
 
 def test_missing_optuna_is_one_line(tmp_path):
     data = write_kaggle_files(tmp_path / "data", train_rows=20, test_rows=5)
     hide = "import sys; sys.modules['optuna'] = None  # `import optuna` now raises ImportError"
-    line = one_error_line(run_script("--device", "cpu", "--data", str(data), "--out", str(tmp_path / "out"), timeout=120, prelude=hide))
+    line = one_error_line(
+        run_script("--device", "cpu", "--data", str(data), "--out", str(tmp_path / "out"), timeout=120, prelude=hide)
+    )
     assert "optuna is not importable" in line and "gpu.sh" in line

@@ -48,7 +48,7 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
 
     def visit(node: str) -> list[str] | None:
         if node in visiting:
-            return visiting[visiting.index(node):] + [node]
+            return visiting[visiting.index(node) :] + [node]
         if node in done:
             return None
         visiting.append(node)
@@ -106,7 +106,13 @@ def test_the_foundation_imports_nothing_heavy_and_nothing_later():
     for name in FOUNDATION:
         tree = ast.parse((ROOT / "search" / f"{name}.py").read_text(encoding="utf-8"))
         for node in ast.walk(tree):
-            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module] if isinstance(node, ast.ImportFrom) else []
+            modules = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             for module in filter(None, modules):
                 assert module.split(".")[0] not in HEAVY, f"search.{name} imports {module}"
                 if module.startswith("search."):
@@ -123,7 +129,10 @@ def test_the_foundation_imports_nothing_heavy_and_nothing_later():
     ],
 )
 def test_import_search_and_help_load_no_torch_optuna_or_ray(code):
-    check = code + "\nimport sys\nloaded = [m for m in ('torch', 'optuna', 'ray', 'sqlalchemy', 'plotly') if m in sys.modules]\nassert not loaded, loaded\n"
+    check = (
+        code
+        + "\nimport sys\nloaded = [m for m in ('torch', 'optuna', 'ray', 'sqlalchemy', 'plotly') if m in sys.modules]\nassert not loaded, loaded\n"
+    )
     subprocess.run([sys.executable, "-c", check], check=True, cwd=ROOT, capture_output=True, timeout=60)
 
 

@@ -30,14 +30,26 @@ def trial(number, value=None, state=TrialState.COMPLETE, *, family="cnn", params
     )
     frozen.number = number
     frozen.datetime_start = datetime.datetime(2025, 1, 1)
-    frozen.datetime_complete = None if state in (TrialState.RUNNING, TrialState.WAITING) else frozen.datetime_start + datetime.timedelta(seconds=seconds)
+    frozen.datetime_complete = (
+        None
+        if state in (TrialState.RUNNING, TrialState.WAITING)
+        else frozen.datetime_start + datetime.timedelta(seconds=seconds)
+    )
     return frozen
 
 
 NOISY = float(np.float32(0.7725))  # an accuracy computed in float32: 0.7724999785423279
 STUDIES = {
-    "cnn": [trial(0, 0.97), trial(1, state=TrialState.PRUNED), trial(2, 0.99, params=80_000, seconds=30.0), trial(3, state=TrialState.FAIL)],
-    "vit": [trial(0, 0.99, family="vit", params=60_000, seconds=95.0), trial(1, state=TrialState.RUNNING)],  # ties cnn: fewer params wins
+    "cnn": [
+        trial(0, 0.97),
+        trial(1, state=TrialState.PRUNED),
+        trial(2, 0.99, params=80_000, seconds=30.0),
+        trial(3, state=TrialState.FAIL),
+    ],
+    "vit": [
+        trial(0, 0.99, family="vit", params=60_000, seconds=95.0),
+        trial(1, state=TrialState.RUNNING),
+    ],  # ties cnn: fewer params wins
     "new": [trial(0, state=TrialState.WAITING)],
     "small": [trial(0, NOISY, family="stn")],
 }
@@ -51,7 +63,13 @@ def test_standings_rank_studies_by_their_best_trial():
     found = standings(loaded())
     assert [s.study for s in found] == ["vit", "cnn", "small", "new"]  # no completed trial: last
     vit, cnn, small, new = found
-    assert (vit.best.number, vit.best.family, vit.best.value, vit.best.params, vit.best.train_seconds) == (0, "vit", 0.99, 60_000, 95.0)
+    assert (vit.best.number, vit.best.family, vit.best.value, vit.best.params, vit.best.train_seconds) == (
+        0,
+        "vit",
+        0.99,
+        60_000,
+        95.0,
+    )
     assert (cnn.best.number, cnn.best.params) == (2, 80_000)  # its best, not its first
     assert cnn.counts == {"complete": 2, "pruned": 1, "fail": 1, "running": 0, "waiting": 0}
     assert vit.counts["running"] == 1 and new.counts["waiting"] == 1
@@ -61,7 +79,21 @@ def test_standings_rank_studies_by_their_best_trial():
 def test_the_table_is_aligned_best_first():
     board = Leaderboard("sqlite:///x.db", standings(loaded()))
     lines = board.table().splitlines()
-    assert lines[0].split() == ["study", "trial", "family", "val", "acc", "params", "train", "s", "complete", "pruned", "fail", "running", "waiting"]
+    assert lines[0].split() == [
+        "study",
+        "trial",
+        "family",
+        "val",
+        "acc",
+        "params",
+        "train",
+        "s",
+        "complete",
+        "pruned",
+        "fail",
+        "running",
+        "waiting",
+    ]
     assert lines[1].split() == ["vit", "#0", "vit", "99.00%", "60.0k", "95", "1", "0", "0", "1", "0"]
     assert lines[2].split() == ["cnn", "#2", "cnn", "99.00%", "80.0k", "30", "2", "1", "1", "0", "0"]
     assert lines[3].split()[:4] == ["small", "#0", "stn", "77.25%"]
@@ -81,7 +113,13 @@ def test_the_json_document_is_one_line_with_plain_numbers():
     document = json.loads(text)
     assert document["storage"] == "sqlite:///x.db"
     assert [s["study"] for s in document["studies"]] == ["vit", "cnn", "small", "new"]
-    assert document["studies"][2]["best"] == {"trial": 0, "family": "stn", "val_accuracy": 0.7725, "params": 1000, "train_seconds": 12.5}
+    assert document["studies"][2]["best"] == {
+        "trial": 0,
+        "family": "stn",
+        "val_accuracy": 0.7725,
+        "params": 1000,
+        "train_seconds": 12.5,
+    }
     assert document["studies"][3]["best"] is None and document["studies"][3]["counts"]["waiting"] == 1
 
 

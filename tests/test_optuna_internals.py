@@ -27,8 +27,12 @@ def test_the_checked_versions_are_named_and_the_installed_one_is_among_them_or_n
 def test_our_artifact_protocol_has_the_methods_of_optunas_private_one_and_its_stores():
     from optuna.artifacts import _protocol
 
-    ours = {name for name, _ in inspect.getmembers(internals.ArtifactStore, inspect.isfunction) if not name.startswith("_")}
-    theirs = {name for name, _ in inspect.getmembers(_protocol.ArtifactStore, inspect.isfunction) if not name.startswith("_")}
+    ours = {
+        name for name, _ in inspect.getmembers(internals.ArtifactStore, inspect.isfunction) if not name.startswith("_")
+    }
+    theirs = {
+        name for name, _ in inspect.getmembers(_protocol.ArtifactStore, inspect.isfunction) if not name.startswith("_")
+    }
     assert ours == theirs == {"open_reader", "write", "remove"}
     assert all(callable(getattr(FileSystemArtifactStore, name)) for name in ours)
 
@@ -38,10 +42,16 @@ def test_trial_and_study_ids_are_the_storages(storage):
     optuna.create_study(study_name="other", storage=storage).ask()  # ids now differ from numbers
     trial = study.ask()
     assert internals.study_id(study) == storage.get_study_id_from_name("s")
-    assert internals.trial_id(trial) == storage.get_trial_id_from_study_id_trial_number(internals.study_id(study), trial.number) != trial.number
+    assert (
+        internals.trial_id(trial)
+        == storage.get_trial_id_from_study_id_trial_number(internals.study_id(study), trial.number)
+        != trial.number
+    )
     frozen = study.trials[0]
     assert internals.trial_id(frozen) == internals.trial_id(trial)
-    assert internals.study_storage(study).get_trial(internals.trial_id(trial)).number == trial.number  # Optuna's cache over it
+    assert (
+        internals.study_storage(study).get_trial(internals.trial_id(trial)).number == trial.number
+    )  # Optuna's cache over it
 
 
 def test_queued_params_are_those_a_waiting_trial_was_enqueued_with(storage):

@@ -69,7 +69,13 @@ def test_exploration_draws_uniformly_and_the_same_seed_samples_the_same_configs(
 
 @pytest.mark.parametrize(
     "distribution",
-    [FloatDistribution(1e-4, 1e-2, log=True), FloatDistribution(0.0, 0.3), FloatDistribution(0.0, 1.0, step=0.25), IntDistribution(1, 8), CategoricalDistribution([32, 64, 128])],
+    [
+        FloatDistribution(1e-4, 1e-2, log=True),
+        FloatDistribution(0.0, 0.3),
+        FloatDistribution(0.0, 1.0, step=0.25),
+        IntDistribution(1, 8),
+        CategoricalDistribution([32, 64, 128]),
+    ],
 )
 def test_a_mutated_value_is_one_the_distribution_can_take(distribution):
     rng = np.random.default_rng(0)
@@ -82,7 +88,9 @@ def test_a_mutated_value_is_one_the_distribution_can_take(distribution):
         else:
             assert distribution.low <= value <= distribution.high
             if distribution.step:
-                assert (value - distribution.low) / distribution.step == pytest.approx(round((value - distribution.low) / distribution.step))
+                assert (value - distribution.low) / distribution.step == pytest.approx(
+                    round((value - distribution.low) / distribution.step)
+                )
 
 
 def test_run_offers_the_prior_sampler_by_name():

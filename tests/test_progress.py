@@ -16,7 +16,9 @@ from search.study.trial_attrs import RUNG_ATTR
 def study_with(values: list[float]) -> optuna.Study:
     study = optuna.create_study(direction="maximize")
     for value in values:
-        study.add_trial(create_trial(state=TrialState.COMPLETE, value=value, user_attrs={"family": "cnn", "train_seconds": 60}))
+        study.add_trial(
+            create_trial(state=TrialState.COMPLETE, value=value, user_attrs={"family": "cnn", "train_seconds": 60})
+        )
     return study
 
 
@@ -47,7 +49,9 @@ def test_a_pruned_trial_says_at_which_epoch_or_why():
     study.add_trial(create_trial(**pruned, intermediate_values={1: 0.5, 2: 0.625}))
     assert "trial 1 vit pruned at epoch 2 (62.50%) |" in line_after(Progress(10, 0, io.StringIO()), study, elapsed=10)
     study.add_trial(create_trial(**pruned))
-    assert "trial 2 vit pruned before its first epoch ended |" in line_after(Progress(10, 0, io.StringIO()), study, elapsed=10)
+    assert "trial 2 vit pruned before its first epoch ended |" in line_after(
+        Progress(10, 0, io.StringIO()), study, elapsed=10
+    )
     reason = "over --trial-timeout 30s: stopped before step 53 of 591 in epoch 1"
     study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={"family": "vit", "pruned_reason": reason}))
     assert f"trial 3 vit pruned, {reason} |" in line_after(Progress(10, 0, io.StringIO()), study, elapsed=10)
@@ -62,10 +66,17 @@ def test_a_terminal_gets_a_live_line_that_the_next_finished_trial_replaces():
     study = study_with([0.9])
     progress = Progress(10, 0, Terminal())
     progress.show_running([RunningTrial(3, "vit", 10, 2, 0.9612, 1234.5), RunningTrial(4, "cnn", 10)])
-    assert progress.out.getvalue() == f"\rtrial 3 vit epoch 2/10 val 96.12%, 1,234 images/s | trial 4 cnn in epoch 1/10{CLEAR_TO_END}"
+    assert (
+        progress.out.getvalue()
+        == f"\rtrial 3 vit epoch 2/10 val 96.12%, 1,234 images/s | trial 4 cnn in epoch 1/10{CLEAR_TO_END}"
+    )
     line_after(progress, study, elapsed=10)
     finished = progress.out.getvalue().split(CLEAR_TO_END)[-1]
-    assert progress.out.getvalue().count("\r") == 2 and finished.startswith("[1/10] trial 0 cnn val 90.00%") and finished.endswith("\n")
+    assert (
+        progress.out.getvalue().count("\r") == 2
+        and finished.startswith("[1/10] trial 0 cnn val 90.00%")
+        and finished.endswith("\n")
+    )
 
 
 def test_piped_output_gets_only_the_finished_lines():
@@ -76,7 +87,11 @@ def test_piped_output_gets_only_the_finished_lines():
 
 
 def test_a_running_trial_is_read_from_what_the_study_records():
-    trial = create_trial(state=TrialState.RUNNING, intermediate_values={1: 0.5, 2: 0.75}, user_attrs={"family": "cnn", "images_per_second": 812.4})
+    trial = create_trial(
+        state=TrialState.RUNNING,
+        intermediate_values={1: 0.5, 2: 0.75},
+        user_attrs={"family": "cnn", "images_per_second": 812.4},
+    )
     trial.number = 7
     assert RunningTrial.from_trial(trial, 9).describe() == "trial 7 cnn epoch 2/9 val 75.00%, 812 images/s"
     fresh = create_trial(state=TrialState.RUNNING)
@@ -86,11 +101,15 @@ def test_a_running_trial_is_read_from_what_the_study_records():
 
 def test_a_running_trial_of_a_rung_study_is_read_by_its_rung_not_as_epochs():
     trial = create_trial(
-        state=TrialState.RUNNING, intermediate_values={1: 0.925},
+        state=TrialState.RUNNING,
+        intermediate_values={1: 0.925},
         user_attrs={"family": "cnn", "images_per_second": 812.4, RUNG_ATTR: "12600 rows x 4 epochs"},
     )
     trial.number = 7
-    assert RunningTrial.from_trial(trial, 4, by_rungs=True).describe() == "trial 7 cnn on 12600 rows x 4 epochs, 812 images/s (rung before: val 92.50%)"
+    assert (
+        RunningTrial.from_trial(trial, 4, by_rungs=True).describe()
+        == "trial 7 cnn on 12600 rows x 4 epochs, 812 images/s (rung before: val 92.50%)"
+    )
     fresh = create_trial(state=TrialState.RUNNING, user_attrs={"family": "cnn", RUNG_ATTR: "4200 rows x 4 epochs"})
     fresh.number = 8
     assert RunningTrial.from_trial(fresh, 4, by_rungs=True).describe() == "trial 8 cnn on 4200 rows x 4 epochs"
@@ -101,6 +120,9 @@ def test_a_run_on_a_terminal_shows_each_epoch_of_the_running_trial(tmp_path):
     space = str(Path(__file__).parent / "fixtures" / "my_space.py")
     run_study(RunSpec(space=space, trials=1, epochs=2, limit=200, storage=f"sqlite:///{tmp_path}/s.db"), out)
     live = [part for part in out.getvalue().split("\r") if part.startswith("trial 0 mlp epoch")]
-    assert [part.split(" val ")[0].split(",")[0] for part in live] == ["trial 0 mlp epoch 1/2 on 180 rows", "trial 0 mlp epoch 2/2 on 180 rows"]
+    assert [part.split(" val ")[0].split(",")[0] for part in live] == [
+        "trial 0 mlp epoch 1/2 on 180 rows",
+        "trial 0 mlp epoch 2/2 on 180 rows",
+    ]
     assert " val " not in live[0] and " val " in live[1]  # a rung validates only its last epoch
     assert all("images/s" in part for part in live)

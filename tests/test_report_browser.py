@@ -25,14 +25,17 @@ import pytest
 import torch
 from optuna.trial import TrialState, create_trial
 
-from search.study.artifacts import ARTIFACT_ATTR
-from search.config import EnsembleSpec
-from search.ensemble.build import run_ensemble
-from search.config import RunSpec
+from search.config import EnsembleSpec, RunSpec
 from search.dispatch.run import run_study
+from search.ensemble.build import run_ensemble
+from search.study.artifacts import ARTIFACT_ATTR
 
-CHROMIUM = next((path for name in ("chromium", "chromium-browser", "google-chrome") if (path := shutil.which(name))), None)
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
+CHROMIUM = next(
+    (path for name in ("chromium", "chromium-browser", "google-chrome") if (path := shutil.which(name))), None
+)
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium; .ci/run installs it)"
+)
 TIMEOUT = 90.0  # seconds; a loaded 2-core CI machine renders a 5 MB page slowly
 
 
@@ -78,7 +81,14 @@ class DevTools:
         self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for domain in ("Page", "Runtime", "Log", "Network"):
             self.call(f"{domain}.enable", session=True)
-        self.call("Emulation.setDeviceMetricsOverride", session=True, width=1400, height=1000, deviceScaleFactor=1, mobile=False)
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            session=True,
+            width=1400,
+            height=1000,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
 
     def close(self) -> None:
         try:
@@ -153,7 +163,14 @@ class DevTools:
 
     def screenshot(self, path: Path) -> None:
         height = int(self.evaluate("document.documentElement.scrollHeight"))
-        self.call("Emulation.setDeviceMetricsOverride", session=True, width=1400, height=min(height, 16000), deviceScaleFactor=1, mobile=False)
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            session=True,
+            width=1400,
+            height=min(height, 16000),
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         data = self.call("Page.captureScreenshot", session=True, format="png")["data"]
         path.write_bytes(base64.b64decode(data))
 
@@ -175,7 +192,12 @@ def studies(tmp_path_factory):
     summary = run_study(spec, out=io.StringIO())
     assert summary.counts.get("complete", 0) >= 1
     saved = root / "studies" / "ensembles" / "20250101-000000-greedy"
-    run_ensemble(EnsembleSpec(studies="cnn", limit=300, storage=url, out=str(root / "submission.csv"), save=str(saved), threads=1), out=io.StringIO())
+    run_ensemble(
+        EnsembleSpec(
+            studies="cnn", limit=300, storage=url, out=str(root / "submission.csv"), save=str(saved), threads=1
+        ),
+        out=io.StringIO(),
+    )
     add_synthetic_study(url, "synthetic", 40)
     torch.set_num_threads(threads)
     return root, url
@@ -188,7 +210,11 @@ def add_synthetic_study(url: str, name: str, trials: int) -> None:
     width = optuna.distributions.IntDistribution(8, 64)
     kind = optuna.distributions.CategoricalDistribution(["adamw", "sgd"])
     for number in range(trials):
-        params = {"train.lr": 10 ** (-4 + 3 * number / trials), "cnn.width": 8 + number, "train.optimizer": ("adamw", "sgd")[number % 2]}
+        params = {
+            "train.lr": 10 ** (-4 + 3 * number / trials),
+            "cnn.width": 8 + number,
+            "train.optimizer": ("adamw", "sgd")[number % 2],
+        }
         value = 0.9 + 0.002 * number
         pruned = number % 3 == 2
         study.add_trial(
@@ -205,7 +231,9 @@ def add_synthetic_study(url: str, name: str, trials: int) -> None:
 
 def digit_search(*args, cwd: Path) -> subprocess.CompletedProcess:
     """The command line in its own process, in `cwd` (where it looks for studies/ensembles)."""
-    return subprocess.run([sys.executable, "-m", "search.cli", *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "search.cli", *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.slow
@@ -217,18 +245,27 @@ def test_the_report_renders_every_figure_without_script_errors(studies, browser)
     page = next((root / "reports").glob("report-*.html"))
     assert next((root / "reports").glob("trials-*.csv")).read_text().count("\n") == 1 + 3 + 40
 
-    browser.open(page.as_uri(), ready="document.querySelectorAll('.plotly-graph-div').length > 0 && [...document.querySelectorAll('.plotly-graph-div')].every(d => d.querySelector('.main-svg'))")
+    browser.open(
+        page.as_uri(),
+        ready="document.querySelectorAll('.plotly-graph-div').length > 0 && [...document.querySelectorAll('.plotly-graph-div')].every(d => d.querySelector('.main-svg'))",
+    )
     figures = browser.evaluate("document.querySelectorAll('.plotly-graph-div').length")
-    rendered = browser.evaluate("[...document.querySelectorAll('.plotly-graph-div')].filter(d => d.querySelector('svg.main-svg')).length")
+    rendered = browser.evaluate(
+        "[...document.querySelectorAll('.plotly-graph-div')].filter(d => d.querySelector('svg.main-svg')).length"
+    )
     # across studies 5, ensemble 2, cnn 4 (too few trials for importances), synthetic 5
     assert figures == rendered == 16
     assert browser.evaluate("document.querySelectorAll('.gallery img').length") >= 1
-    assert browser.evaluate("[...document.querySelectorAll('.gallery img')].every(i => i.complete && i.naturalWidth === 28)")
+    assert browser.evaluate(
+        "[...document.querySelectorAll('.gallery img')].every(i => i.complete && i.naturalWidth === 28)"
+    )
     text = browser.evaluate("document.body.innerText")
     assert "Study cnn" in text and "Study synthetic" in text and "20250101-000000-greedy" in text
     assert "parameter importances need at least" in text  # the small study says what is missing
     # ... in a line under its figures, not in a card stretched beside the slice plot
-    assert browser.evaluate("[...document.querySelectorAll('section[id^=study-] .card')].every(c => c.querySelector('.plotly-graph-div'))")
+    assert browser.evaluate(
+        "[...document.querySelectorAll('section[id^=study-] .card')].every(c => c.querySelector('.plotly-graph-div'))"
+    )
     assert browser.evaluate("document.querySelectorAll('#study-cnn .absent li').length") == 1
     assert browser.errors() == []
     assert [u for u in browser.requests() if not u.startswith(("file:", "data:", "about:"))] == []  # works offline
@@ -277,7 +314,9 @@ def test_the_dashboard_serves_the_studies_and_their_artifacts(studies, browser):
         trial = next(t for t in detail["trials"] if t["state"] == "Complete")
         stored = optuna.load_study(study_name="cnn", storage=url).trials[trial["number"]].user_attrs[ARTIFACT_ATTR]
         assert set(stored.values()) <= {a["artifact_id"] for a in trial["artifacts"]}
-        with urllib.request.urlopen(f"{base}/artifacts/{names['cnn']}/{trial['trial_id']}/{stored['val_probs']}", timeout=10) as response:
+        with urllib.request.urlopen(
+            f"{base}/artifacts/{names['cnn']}/{trial['trial_id']}/{stored['val_probs']}", timeout=10
+        ) as response:
             assert response.status == 200 and response.read().startswith(b"\x93NUMPY")
 
         browser.open(f"{base}/dashboard/", ready="document.body.innerText.includes('synthetic')")
@@ -293,8 +332,15 @@ def test_the_dashboard_serves_the_studies_and_their_artifacts(studies, browser):
 @needs_chromium
 def test_the_browser_check_sees_script_errors_and_missing_figures(tmp_path, browser):
     page = tmp_path / "broken.html"
-    page.write_text("<html><body><div class='plotly-graph-div'></div><script>console.error('boom'); missingFunction();</script></body></html>")
+    page.write_text(
+        "<html><body><div class='plotly-graph-div'></div><script>console.error('boom'); missingFunction();</script></body></html>"
+    )
     browser.open(page.as_uri(), ready="true")
     errors = browser.errors()
     assert any("boom" in e for e in errors) and any("missingFunction" in e for e in errors)
-    assert browser.evaluate("[...document.querySelectorAll('.plotly-graph-div')].filter(d => d.querySelector('svg.main-svg')).length") == 0
+    assert (
+        browser.evaluate(
+            "[...document.querySelectorAll('.plotly-graph-div')].filter(d => d.querySelector('svg.main-svg')).length"
+        )
+        == 0
+    )

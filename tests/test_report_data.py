@@ -45,9 +45,9 @@ from search.report.figures import (
     curves_figure,
     history_figure,
     importance_figure,
+    log_ticks,
     slice_figure,
 )
-from search.report.figures import log_ticks
 from search.report.page import Report, render_page
 
 LR = FloatDistribution(1e-4, 1e-1, log=True)
@@ -57,7 +57,20 @@ DEPTH = IntDistribution(1, 3)  # conditional: only "deep" trials have it
 START = datetime.datetime(2025, 1, 1)
 
 
-def trial(number, state=TrialState.COMPLETE, value=None, *, family="cnn", curve=None, lr=1e-3, width=16, optimizer="adamw", depth=None, seconds=60.0, attrs=None):
+def trial(
+    number,
+    state=TrialState.COMPLETE,
+    value=None,
+    *,
+    family="cnn",
+    curve=None,
+    lr=1e-3,
+    width=16,
+    optimizer="adamw",
+    depth=None,
+    seconds=60.0,
+    attrs=None,
+):
     params = {"train.lr": lr, "cnn.width": width, "train.optimizer": optimizer}
     distributions = {"train.lr": LR, "cnn.width": WIDTH, "train.optimizer": OPTIMIZER}
     if depth is not None:
@@ -99,7 +112,16 @@ def many(n=30, seed=0):
         lr = float(10 ** rng.uniform(-4, -1))
         width = int(rng.integers(8, 65))
         value = 0.99 - 0.05 * abs(math.log10(lr) + 2.5)
-        trials.append(trial(number, value=value, lr=lr, width=width, optimizer=str(rng.choice(["adamw", "sgd"])), depth=int(rng.integers(1, 4)) if number % 2 else None))
+        trials.append(
+            trial(
+                number,
+                value=value,
+                lr=lr,
+                width=width,
+                optimizer=str(rng.choice(["adamw", "sgd"])),
+                depth=int(rng.integers(1, 4)) if number % 2 else None,
+            )
+        )
     return trials
 
 
@@ -153,7 +175,9 @@ def test_plotted_params_follow_importance_else_frequency(mixed):
 def test_param_axis_encodes_categories_and_marks_log_scales(mixed):
     done = [t for t in mixed if t.state == TrialState.COMPLETE]
     optimizer = param_axis("train.optimizer", done)
-    assert optimizer.values == [0.0, 0.0, 0.0] and optimizer.labels == ["adamw", "sgd"] and optimizer.ticks == [0.0, 1.0]
+    assert (
+        optimizer.values == [0.0, 0.0, 0.0] and optimizer.labels == ["adamw", "sgd"] and optimizer.ticks == [0.0, 1.0]
+    )
     assert param_axis("train.lr", done).log and not param_axis("cnn.width", done).log
     assert param_axis("cnn.width", done).values == [8.0, 32.0, 16.0]
 
@@ -188,7 +212,10 @@ def test_a_study_without_completed_trials_says_what_is_missing(mixed):
 def test_study_data_of_a_full_study():
     data = study_data("cnn", {"space": "cnn"}, many(40))
     assert data.missing == {}
-    assert data.best == (data.history.numbers[data.history.values.index(max(data.history.values))], max(data.history.values))
+    assert data.best == (
+        data.history.numbers[data.history.values.index(max(data.history.values))],
+        max(data.history.values),
+    )
     assert data.parallel.axes[0].name == "train.lr"
     assert len(data.slices) == 4
 
@@ -197,7 +224,10 @@ def test_study_data_of_a_full_study():
 
 
 def test_points_and_best_per_family(mixed):
-    other = [trial(0, value=0.97, family="vit", width=64), trial(1, value=0.97, family="vit", width=8, attrs={"params": "n/a"})]
+    other = [
+        trial(0, value=0.97, family="vit", width=64),
+        trial(1, value=0.97, family="vit", width=8, attrs={"params": "n/a"}),
+    ]
     points = trial_points({"a": mixed, "b": other})
     assert [(p.study, p.number) for p in points] == [("a", 0), ("a", 2), ("a", 4), ("b", 0), ("b", 1)]
     assert points[-1].params is None  # a non-numeric attr is left out, not plotted as 0
@@ -281,7 +311,12 @@ def test_ensemble_data_scores_the_validation_probabilities():
     probs[np.arange(20), labels] = 0.91
     probs[3] = np.roll(probs[3], 1)  # digit 3 predicted as 4
     images = rng.integers(0, 256, size=(20, 28, 28), dtype=np.uint8)
-    manifest = {"created": "2025-01-01T00:00:00+00:00", "method": "greedy", "tta": False, "members": [{"study": "cnn", "trial": 4, "family": "cnn", "weight": 1.0, "val_accuracy": 0.95}]}
+    manifest = {
+        "created": "2025-01-01T00:00:00+00:00",
+        "method": "greedy",
+        "tta": False,
+        "members": [{"study": "cnn", "trial": 4, "family": "cnn", "weight": 1.0, "val_accuracy": 0.95}],
+    }
     data = ensemble_data(manifest, "studies/ensembles/x", probs, labels, images, limit=5)
     assert data.accuracy == pytest.approx(19 / 20) and data.wrong == 1 and data.digits == 20
     assert data.confusion[3][4] == 1
@@ -324,7 +359,10 @@ def test_accuracy_ranges_hold_their_points_inside_0_and_1():
     assert accuracy_range([0.004]) == pytest.approx([0.0, 0.014])  # never below 0%
     assert accuracy_range([None]) == [0.0, 1.0]
     many_history = history_figure(optimization_history(many(40)), {})
-    assert many_history.layout.xaxis.range[0] < 0 < 39 < many_history.layout.xaxis.range[1] and many_history.layout.xaxis.dtick is None
+    assert (
+        many_history.layout.xaxis.range[0] < 0 < 39 < many_history.layout.xaxis.range[1]
+        and many_history.layout.xaxis.dtick is None
+    )
 
 
 def test_per_class_bars_start_at_zero():
@@ -366,13 +404,25 @@ def test_importances_are_a_short_card_and_absent_ones_a_line():
     html = page_of({"few": many(MIN_TRIALS_FOR_IMPORTANCE - 1)})
     section = html[html.index('id="study-few"') :]
     assert "<h3>Hyperparameter importances</h3>" not in section  # no card as tall as the slice plot beside it
-    assert re.search(r'<div class="absent note"><ul><li><b>Hyperparameter importances</b>: parameter importances need at least', section)
+    assert re.search(
+        r'<div class="absent note"><ul><li><b>Hyperparameter importances</b>: parameter importances need at least',
+        section,
+    )
 
 
 def page_of(trials_by_study, ensemble=None) -> str:
     studies = [study_data(name, {"space": name}, trials) for name, trials in trials_by_study.items()]
     return render_page(
-        Report("2025-01-01 00:00:00 UTC", "sqlite:///x.db", studies, trial_points(trials_by_study), {n: compute_seconds(t) for n, t in trials_by_study.items()}, ensemble, "no saved ensemble of these studies", "trials.csv")
+        Report(
+            "2025-01-01 00:00:00 UTC",
+            "sqlite:///x.db",
+            studies,
+            trial_points(trials_by_study),
+            {n: compute_seconds(t) for n, t in trials_by_study.items()},
+            ensemble,
+            "no saved ensemble of these studies",
+            "trials.csv",
+        )
     )
 
 
@@ -380,8 +430,14 @@ def test_the_page_is_self_contained_with_one_div_per_figure(mixed):
     rng = np.random.default_rng(0)
     labels = np.arange(30) % 10
     probs = rng.dirichlet(np.ones(10), size=30)
-    manifest = {"created": "now", "method": "greedy", "members": [{"study": "a", "trial": 0, "family": "cnn", "weight": 1.0}]}
-    ensemble = ensemble_data(manifest, "dir", probs, labels, rng.integers(0, 256, (30, 28, 28), dtype=np.uint8), limit=8)
+    manifest = {
+        "created": "now",
+        "method": "greedy",
+        "members": [{"study": "a", "trial": 0, "family": "cnn", "weight": 1.0}],
+    }
+    ensemble = ensemble_data(
+        manifest, "dir", probs, labels, rng.integers(0, 256, (30, 28, 28), dtype=np.uint8), limit=8
+    )
     html = page_of({"a": many(40), "b": mixed}, ensemble)
     plotly_js = plotly.offline.get_plotlyjs()
     assert html.count(plotly_js) == 1  # inlined once, in the head
@@ -402,7 +458,10 @@ def test_a_page_of_studies_without_completed_trials_renders_notes(mixed):
     # a study without trials: one line for the five figures, not five cards saying the same
     new = html[html.index('id="study-new"') : html.index('id="study-stuck"')]
     assert new.count("has no trials yet") == 1 and "<h3>" not in new
-    assert "<b>Optimisation history, Learning curves, Parallel coordinates, Hyperparameter importances, Slice plot</b>" in new
+    assert (
+        "<b>Optimisation history, Learning curves, Parallel coordinates, Hyperparameter importances, Slice plot</b>"
+        in new
+    )
 
 
 # ---- the command's edges: one line, exit 2 -----------------------------------------------------
@@ -447,7 +506,9 @@ def test_report_errors_are_one_line_with_exit_2(database, tmp_path, capsys, args
     args = [a.replace("FILE", str(tmp_path / "a-file")).replace("NOWHERE", str(tmp_path / "nowhere")) for a in args]
     if "--storage" not in args:
         args += ["--storage", database]
-    assert main(["report", "--out", str(tmp_path / "reports"), *args] if "--out" not in args else ["report", *args]) == 2
+    assert (
+        main(["report", "--out", str(tmp_path / "reports"), *args] if "--out" not in args else ["report", *args]) == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("digit-search report: error: ") and message in err
     assert not (tmp_path / "reports").exists()  # a failed report leaves no empty folder behind

@@ -21,7 +21,7 @@ from spaces.training import TrainConfig
 from spaces.vit import Config as VitConfig
 
 SIZES = {"small": 16, "huge": 2048}
-FAULT_SPACE = '''
+FAULT_SPACE = """
 from dataclasses import dataclass
 from torch import nn
 
@@ -42,7 +42,7 @@ def build(config):
         raise ValueError("this layer does not exist")
     width = {"small": 16, "huge": 2048}[config.size]
     return nn.Sequential(nn.Flatten(), nn.Linear(784, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10))
-'''
+"""
 
 
 class BrokenStore(FileSystemArtifactStore):
@@ -94,7 +94,12 @@ def test_a_trial_whose_artifacts_fail_to_upload_records_why(fault_space, tmp_pat
 
 
 def test_a_config_over_the_memory_bound_fails_alone_before_training(fault_space, tmp_path, monkeypatch):
-    small, huge = (training_bytes(fault_space.build(Candidate("fault", fault_space.families["fault"].Config(size), TrainConfig())), 64) for size in ("small", "huge"))
+    small, huge = (
+        training_bytes(
+            fault_space.build(Candidate("fault", fault_space.families["fault"].Config(size), TrainConfig())), 64
+        )
+        for size in ("small", "huge")
+    )
     assert huge > 10 * small
     between = (small + huge) / 2 / memory.MEMORY_FRACTION  # a trial may use MEMORY_FRACTION of what is available
     monkeypatch.setattr(memory, "available_bytes", lambda device: between)
@@ -118,7 +123,9 @@ def test_the_memory_limit_is_shared_by_the_trials_of_one_device(monkeypatch):
 
 def test_the_estimate_of_a_big_vit_is_near_what_it_was_seen_to_use():
     # once seen: a sampled ViT (patch 4, width 512, depth 12) needed about 3.3 GB at batch 128
-    model = load_space("vit").build(Candidate("vit", VitConfig(patch_size=4, width=512, depth=12, heads=8), TrainConfig()))
+    model = load_space("vit").build(
+        Candidate("vit", VitConfig(patch_size=4, width=512, depth=12, heads=8), TrainConfig())
+    )
     assert 3.0e9 < training_bytes(model, 128) < 5.0e9
 
 

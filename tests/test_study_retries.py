@@ -96,20 +96,34 @@ def test_retries_run_before_trials_queued_earlier(study):
     study.enqueue_trial({"x": 4}, user_attrs={RETRY_OF_ATTR: 99})
     assert fail_cut_trial(study, storage, internals.trial_id(cut), INTERRUPTED, process_lost=False)
     order = [study.ask() for _ in range(4)]
-    assert [t.user_attrs.get(RETRY_OF_ATTR) for t in order] == [99, cut.number, None, None]  # retries in queue order, then the rest
-    assert [internals.queued_params(storage.get_trial(internals.trial_id(t))) for t in order[2:]] == [{"x": 1}, {"x": 2}]
+    assert [t.user_attrs.get(RETRY_OF_ATTR) for t in order] == [
+        99,
+        cut.number,
+        None,
+        None,
+    ]  # retries in queue order, then the rest
+    assert [internals.queued_params(storage.get_trial(internals.trial_id(t))) for t in order[2:]] == [
+        {"x": 1},
+        {"x": 2},
+    ]
 
 
 def test_a_config_whose_process_died_twice_is_failed_for_good_and_the_study_goes_on(study):
     study, storage = study
     first = running_trial(study, storage, {"x": 7})
-    assert fail_cut_trial(study, storage, internals.trial_id(first), "worker lost: WorkerCrashedError", process_lost=True)
+    assert fail_cut_trial(
+        study, storage, internals.trial_id(first), "worker lost: WorkerCrashedError", process_lost=True
+    )
     retry = study.ask()  # the retry, popped from the queue
     assert retry.user_attrs[RETRY_OF_ATTR] == first.number
-    assert fail_cut_trial(study, storage, internals.trial_id(retry), "worker lost: WorkerCrashedError", process_lost=True)
+    assert fail_cut_trial(
+        study, storage, internals.trial_id(retry), "worker lost: WorkerCrashedError", process_lost=True
+    )
     again = storage.get_trial(internals.trial_id(retry))
     assert again.state == TrialState.FAIL and again.user_attrs[PROCESS_LOST_ATTR]
-    assert again.user_attrs[FAIL_REASON_ATTR].startswith(f"process died {MAX_PROCESS_LOSSES} times with these params (trials {first.number}, {retry.number}), not retried")
+    assert again.user_attrs[FAIL_REASON_ATTR].startswith(
+        f"process died {MAX_PROCESS_LOSSES} times with these params (trials {first.number}, {retry.number}), not retried"
+    )
     assert not study.get_trials(states=(TrialState.WAITING,))  # nothing queued: the next trial is sampled
     assert internals.queued_params(storage.get_trial(internals.trial_id(study.ask()))) == {}
 
@@ -138,7 +152,9 @@ def test_reconcile_fails_trials_whose_process_on_this_machine_is_gone(study):
     study, storage = study
     host = socket.gethostname()
     never_started = running_trial(study, storage, hostname=host, pid=dead_pid())  # a Ray driver's, before any worker
-    reference = running_trial(study, storage, {"x": 5}, hostname=host, pid=dead_pid())  # popped from the queue, no params yet
+    reference = running_trial(
+        study, storage, {"x": 5}, hostname=host, pid=dead_pid()
+    )  # popped from the queue, no params yet
     alive = subprocess.Popen(["sleep", "60"])
     try:
         live = running_trial(study, storage, {"x": 6}, hostname=host, pid=alive.pid)
@@ -150,7 +166,9 @@ def test_reconcile_fails_trials_whose_process_on_this_machine_is_gone(study):
     for trial in (never_started, reference):
         frozen = storage.get_trial(internals.trial_id(trial))
         assert frozen.state == TrialState.FAIL and "is gone" in frozen.user_attrs[FAIL_REASON_ATTR]
-    assert storage.get_trial(internals.trial_id(live)).state == TrialState.RUNNING  # another live run's trial is left alone
+    assert (
+        storage.get_trial(internals.trial_id(live)).state == TrialState.RUNNING
+    )  # another live run's trial is left alone
     (retry,) = study.get_trials(states=(TrialState.WAITING,))
     assert retry.user_attrs[RETRY_OF_ATTR] == reference.number and internals.queued_params(retry) == {"x": 5}
 
@@ -161,7 +179,12 @@ def test_reconcile_waits_the_grace_period_for_trials_of_other_machines(study):
     beating = running_trial(study, storage, {"x": 2}, hostname="elsewhere", pid=1)
     record_heartbeats(storage, [internals.trial_id(beating)])
     assert reconcile_lost_trials(study, storage) == []  # within the 90 s grace period: may still run
-    assert reconcile_lost_trials(study, storage, running_here=[internals.trial_id(silent), internals.trial_id(beating)], grace=0) == []
+    assert (
+        reconcile_lost_trials(
+            study, storage, running_here=[internals.trial_id(silent), internals.trial_id(beating)], grace=0
+        )
+        == []
+    )
     assert reconcile_lost_trials(study, storage, running_here=[internals.trial_id(beating)], grace=0) == [silent.number]
     assert "no heartbeat in the" in storage.get_trial(internals.trial_id(silent)).user_attrs[FAIL_REASON_ATTR]
     assert reconcile_lost_trials(study, storage, grace=-1) == [beating.number]  # its heartbeat is older than the grace
@@ -176,14 +199,20 @@ def test_a_trial_cut_by_ctrl_c_is_retried_first_on_resume(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_study(run, io.StringIO())
     trials = optuna.load_study(study_name="cut", storage=open_storage(run.storage)).get_trials()
-    assert [(t.state, t.user_attrs.get(FAIL_REASON_ATTR)) for t in trials] == [(TrialState.FAIL, INTERRUPTED), (TrialState.WAITING, None), (TrialState.WAITING, None)]
+    assert [(t.state, t.user_attrs.get(FAIL_REASON_ATTR)) for t in trials] == [
+        (TrialState.FAIL, INTERRUPTED),
+        (TrialState.WAITING, None),
+        (TrialState.WAITING, None),
+    ]
 
     out = io.StringIO()
     run_study(run, out)
     assert "queued first: 1 retry of trial 0 and 1 reference (b)" in out.getvalue()
     trials = {t.number: t for t in optuna.load_study(study_name="cut", storage=open_storage(run.storage)).get_trials()}
     retry = trials[2]
-    assert retry.user_attrs[RETRY_OF_ATTR] == 0 and retry.params == trials[0].params and retry.state == TrialState.COMPLETE
+    assert (
+        retry.user_attrs[RETRY_OF_ATTR] == 0 and retry.params == trials[0].params and retry.state == TrialState.COMPLETE
+    )
     assert retry.datetime_start < trials[1].datetime_start  # the cut trial ran before the reference queued earlier
     assert sorted(t.state.name for t in trials.values()) == ["COMPLETE", "COMPLETE", "FAIL"]
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from search.ensemble import submission
-from search.errors import UserError
 from search.ensemble.submission import HEADER, check_submission, lineage_path, lineage_problem, write_submission
+from search.errors import UserError
 
 
 def test_submission_has_header_ids_from_one_and_one_row_per_image(tmp_path):
@@ -29,7 +29,9 @@ def test_lineage_goes_beside_the_submission_with_the_same_stem(tmp_path):
 
 
 def test_numpy_values_in_the_lineage_become_plain_json(tmp_path):
-    _, json_path = write_submission(tmp_path / "s.csv", np.arange(10), {"weights": np.array([0.5, 0.5]), "accuracy": np.float32(0.5)})
+    _, json_path = write_submission(
+        tmp_path / "s.csv", np.arange(10), {"weights": np.array([0.5, 0.5]), "accuracy": np.float32(0.5)}
+    )
     lineage = json.loads(json_path.read_text())
     assert lineage["weights"] == [0.5, 0.5] and lineage["accuracy"] == 0.5
 

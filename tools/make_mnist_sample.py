@@ -32,8 +32,10 @@ def main() -> None:
     arrays = {"images": images.astype(np.uint8), "labels": np.asarray(labels, dtype=np.int64)}
     target = Path(__file__).resolve().parents[1] / "search" / "data" / SAMPLE_FILE
     write_atomically(target, lambda stream: _write_npz(stream, arrays))
-    print(f"wrote {target} ({target.stat().st_size:,} bytes): "
-          + ", ".join(f"{name} {array.shape} {array.dtype}" for name, array in arrays.items()))
+    print(
+        f"wrote {target} ({target.stat().st_size:,} bytes): "
+        + ", ".join(f"{name} {array.shape} {array.dtype}" for name, array in arrays.items())
+    )
 
 
 def _write_npz(stream: io.BufferedIOBase, arrays: dict[str, np.ndarray]) -> None:

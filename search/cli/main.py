@@ -10,7 +10,16 @@ import threading
 from dataclasses import asdict, fields
 
 from search.cli.parser import EXIT_USER_ERROR, build_parser
-from search.config import AutoSpec, DashboardSpec, EnsembleSpec, LeaderboardSpec, PredictSpec, ReportSpec, RunSpec, TrainSpec
+from search.config import (
+    AutoSpec,
+    DashboardSpec,
+    EnsembleSpec,
+    LeaderboardSpec,
+    PredictSpec,
+    ReportSpec,
+    RunSpec,
+    TrainSpec,
+)
 from search.errors import UserError, is_write_fault, write_fault
 
 EXIT_INTERRUPTED = 130
@@ -68,7 +77,10 @@ def database_file(storage: object):
     """The SQLite file of --storage, which SQLite's own messages do not name; None for a server or no URL."""
     if not isinstance(storage, str):
         return None
-    from search.study.storage import parse_storage_url, sqlite_file  # on the error path only: SQLAlchemy is loaded by then
+    from search.study.storage import (  # on the error path only: SQLAlchemy is loaded by then
+        parse_storage_url,
+        sqlite_file,
+    )
 
     try:
         return sqlite_file(parse_storage_url(storage))
@@ -110,6 +122,9 @@ def dispatch(args: argparse.Namespace) -> int:
     api = importlib.import_module("search.api")
     outcome = getattr(api, function_name)(**options)
     if getattr(outcome, "interrupted", False):  # auto cut short: it wrote the best submission it had
-        print("\ninterrupted; the submission is the best of what was complete; run the same command again to resume", file=sys.stderr)
+        print(
+            "\ninterrupted; the submission is the best of what was complete; run the same command again to resume",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     return 1 if getattr(outcome, "stopped_early", False) else 0

@@ -63,8 +63,10 @@ def write_arrays(cache_dir: Path, key: str, names: Sequence[str], arrays: Sequen
     manifest = {
         "format": CACHE_FORMAT,
         "key": key,
-        "arrays": [{"name": name, "dtype": array.dtype.str, "shape": list(array.shape)}
-                   for name, array in zip(names, arrays, strict=True)],
+        "arrays": [
+            {"name": name, "dtype": array.dtype.str, "shape": list(array.shape)}
+            for name, array in zip(names, arrays, strict=True)
+        ],
         "sha256": content_hash(arrays),
     }
 
@@ -93,7 +95,9 @@ def _read_manifest(archive: zipfile.ZipFile, key: str, names: Sequence[str]) -> 
     if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT or manifest.get("key") != key:
         return None
     entries = manifest.get("arrays")
-    if not isinstance(entries, list) or [entry.get("name") for entry in entries if isinstance(entry, dict)] != list(names):
+    if not isinstance(entries, list) or [entry.get("name") for entry in entries if isinstance(entry, dict)] != list(
+        names
+    ):
         return None
     layout = []
     for entry in entries:

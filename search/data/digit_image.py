@@ -111,7 +111,9 @@ def _fit_box(digit: np.ndarray) -> np.ndarray:
     scale = BOX / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     # LANCZOS antialiases when shrinking, as MNIST's resampling did; it can ring below zero.
-    resized = np.asarray(Image.fromarray(digit.astype(np.float32)).resize(size, Image.Resampling.LANCZOS), dtype=np.float64)
+    resized = np.asarray(
+        Image.fromarray(digit.astype(np.float32)).resize(size, Image.Resampling.LANCZOS), dtype=np.float64
+    )
     resized = np.clip(resized, 0, None)
     peak = resized.max()
     return resized * (255 / peak) if peak > 0 else resized

@@ -89,17 +89,22 @@ def _load_kaggle(directory: Path, cache_dir: Path) -> DigitData:
 
 def _find_kaggle_files(directory: Path) -> tuple[Path, Path]:
     if not directory.exists():
-        raise DataError(f"data directory {str(directory)!r} does not exist; pass the folder holding Kaggle's "
-                        f"train.csv and test.csv ({KAGGLE_URL}), or leave it out to use the embedded MNIST sample")
+        raise DataError(
+            f"data directory {str(directory)!r} does not exist; pass the folder holding Kaggle's "
+            f"train.csv and test.csv ({KAGGLE_URL}), or leave it out to use the embedded MNIST sample"
+        )
     if not directory.is_dir():
-        raise DataError(f"data directory {str(directory)!r} is not a directory; pass the folder holding "
-                        f"train.csv and test.csv, not a file")
+        raise DataError(
+            f"data directory {str(directory)!r} is not a directory; pass the folder holding "
+            f"train.csv and test.csv, not a file"
+        )
     found = {stem: find_csv(directory, stem) for stem in ("train", "test")}
     missing = [stem for stem, path in found.items() if path is None]
     if missing:
         looked_for = ", ".join(f"{stem}.csv or {stem}.csv.gz" for stem in missing)
-        raise DataError(f"{directory}: missing {looked_for}; download the files from Kaggle "
-                        f"({KAGGLE_URL}) into that folder")
+        raise DataError(
+            f"{directory}: missing {looked_for}; download the files from Kaggle ({KAGGLE_URL}) into that folder"
+        )
     return found["train"], found["test"]
 
 
@@ -122,7 +127,8 @@ def _check_arrays(train_images: np.ndarray, train_labels: np.ndarray, test_image
         if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != image_shape:
             raise ValueError(f"{name} must be (N, 28, 28) uint8, got {images.shape} {images.dtype}")
     if train_labels.dtype != np.int64 or train_labels.shape != (len(train_images),):
-        raise ValueError(f"train_labels must be ({len(train_images)},) int64, "
-                         f"got {train_labels.shape} {train_labels.dtype}")
+        raise ValueError(
+            f"train_labels must be ({len(train_images)},) int64, got {train_labels.shape} {train_labels.dtype}"
+        )
     if train_labels.size and (train_labels.min() < 0 or train_labels.max() > 9):
         raise ValueError("train_labels must be in 0..9")

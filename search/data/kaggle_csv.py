@@ -105,7 +105,8 @@ def _decompress(name: str, raw: bytes) -> bytes | bytearray:
                         f"{name}: inflates to more than {MAX_TEXT_BYTES / 1e6:.0f} MB, longer than a digit CSV of "
                         f"{MAX_ROWS:,} rows can be ({len(TRAIN_COLUMNS)} values of at most 3 digits each); "
                         f"not a Kaggle file (or a gzip bomb): re-download it, or decompress it yourself if it is "
-                        f"really that large")
+                        f"really that large"
+                    )
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{name}: truncated or corrupt gzip ({exc}); re-download it") from exc
     return text
@@ -116,14 +117,18 @@ def _decode(name: str, data: bytes | bytearray) -> str:
         raise DataError(f"{name}: contains no text; re-download it from Kaggle ({KAGGLE_URL})")
     head = data[:1024]
     if b"\x00" in head or not _is_utf8_prefix(head):
-        raise DataError(f"{name}: does not look like a CSV text file (binary data at the start); "
-                        f"re-download it from Kaggle ({KAGGLE_URL})")
+        raise DataError(
+            f"{name}: does not look like a CSV text file (binary data at the start); "
+            f"re-download it from Kaggle ({KAGGLE_URL})"
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{name} line {line}: not valid UTF-8 text (byte 0x{data[exc.start]:02x}); "
-                        f"save it as UTF-8 or re-download it from Kaggle") from exc
+        raise DataError(
+            f"{name} line {line}: not valid UTF-8 text (byte 0x{data[exc.start]:02x}); "
+            f"save it as UTF-8 or re-download it from Kaggle"
+        ) from exc
     return text.removeprefix("\ufeff")
 
 
@@ -152,25 +157,37 @@ def _check_header(name: str, header: str, labelled: bool) -> tuple[str, ...]:
         return expected
     where = f"{name} line 1"
     if header.lstrip().startswith("<"):
-        raise DataError(f"{where}: looks like an HTML or XML page, not a CSV (a failed download?); "
-                        f"re-download the file from Kaggle ({KAGGLE_URL})")
+        raise DataError(
+            f"{where}: looks like an HTML or XML page, not a CSV (a failed download?); "
+            f"re-download the file from Kaggle ({KAGGLE_URL})"
+        )
     wanted = "label,pixel0,...,pixel783" if labelled else "pixel0,...,pixel783"
     if _INTEGER.fullmatch(found[0]):
-        raise DataError(f"{where}: no header row (it starts with numbers); the first line must be "
-                        f"'{wanted}'; add it or re-download the file from Kaggle")
+        raise DataError(
+            f"{where}: no header row (it starts with numbers); the first line must be "
+            f"'{wanted}'; add it or re-download the file from Kaggle"
+        )
     if labelled and found[0] != "label":
         looks_like_test = " (it looks like test.csv - are the files swapped?)" if found == PIXEL_COLUMNS else ""
-        raise DataError(f"{where}: the first column must be 'label', found {_show(found[0])}{looks_like_test}; "
-                        f"training data needs the header '{wanted}'")
+        raise DataError(
+            f"{where}: the first column must be 'label', found {_show(found[0])}{looks_like_test}; "
+            f"training data needs the header '{wanted}'"
+        )
     if not labelled and found[0] == "label":
-        raise DataError(f"{where}: has a 'label' column, but test.csv must be unlabelled ('{wanted}'); "
-                        f"are train.csv and test.csv swapped?")
+        raise DataError(
+            f"{where}: has a 'label' column, but test.csv must be unlabelled ('{wanted}'); "
+            f"are train.csv and test.csv swapped?"
+        )
     if len(found) != len(expected):
-        raise DataError(f"{where}: the header has {len(found)} columns, expected {len(expected)} ('{wanted}'); "
-                        f"images must be 28x28 = 784 pixels; re-download the file from Kaggle")
+        raise DataError(
+            f"{where}: the header has {len(found)} columns, expected {len(expected)} ('{wanted}'); "
+            f"images must be 28x28 = 784 pixels; re-download the file from Kaggle"
+        )
     column = next(i for i, (got, want) in enumerate(zip(found, expected, strict=True)) if got != want)
-    raise DataError(f"{where}, column {column + 1}: header says {_show(found[column])}, expected "
-                    f"{_show(expected[column])}; re-download the file from Kaggle")
+    raise DataError(
+        f"{where}, column {column + 1}: header says {_show(found[column])}, expected "
+        f"{_show(expected[column])}; re-download the file from Kaggle"
+    )
 
 
 def _fast_parse(body: str, column_count: int) -> np.ndarray | None:

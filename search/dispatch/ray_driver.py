@@ -25,8 +25,8 @@ from optuna.trial import FrozenTrial
 from search.config import RUNG_PRUNER, RunSpec, TrialJob
 from search.dispatch.ray_worker import run_trial
 from search.errors import UserError
-from search.study.progress import Progress, RunningTrial
 from search.study import optuna_internals as internals
+from search.study.progress import Progress, RunningTrial
 from search.study.retries import fail_cut_trial, reconcile_lost_trials, record_heartbeats, record_owner
 from search.study.states import FINISHED
 from search.study.storage import HEARTBEAT_SECONDS, parse_storage_url, retry_on_database_errors
@@ -67,7 +67,9 @@ def check_reachable(address: str) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=ADDRESS_TIMEOUT_SECONDS).close()
     except OSError as err:
-        raise UserError(f"--address {address!r}: nothing answers at {host}:{port} ({err.strerror or err}); start the cluster or check the address") from None
+        raise UserError(
+            f"--address {address!r}: nothing answers at {host}:{port} ({err.strerror or err}); start the cluster or check the address"
+        ) from None
 
 
 def connect_ray(address: str | None) -> bool:
@@ -85,7 +87,9 @@ def connect_ray(address: str | None) -> bool:
         ray.init(address=address, **{k: v for k, v in quiet.items() if k != "include_dashboard"})
     except (ConnectionError, RuntimeError, ValueError) as err:
         reason = " ".join(str(err).split())[:200]
-        raise UserError(f"--address {address!r}: cannot join the Ray cluster ({reason}); start it with `ray start --head` or check the address") from None
+        raise UserError(
+            f"--address {address!r}: cannot join the Ray cluster ({reason}); start it with `ray start --head` or check the address"
+        ) from None
     return False
 
 
@@ -104,9 +108,13 @@ def plan_resources(workers: int, cpus_per_trial: float | None, gpus_per_trial: f
     if cpus_per_trial is None:
         cpus_per_trial = max(1, int(cpus // workers))
     if gpus_per_trial > node_gpus:
-        raise UserError(f"--gpus-per-trial {gpus_per_trial:g} but no node of the Ray cluster has more than {node_gpus:g} GPU(s); lower it or add GPUs")
+        raise UserError(
+            f"--gpus-per-trial {gpus_per_trial:g} but no node of the Ray cluster has more than {node_gpus:g} GPU(s); lower it or add GPUs"
+        )
     if cpus_per_trial > node_cpus:
-        raise UserError(f"--cpus-per-trial {cpus_per_trial:g} but no node of the Ray cluster has more than {node_cpus:g} CPU(s); lower it")
+        raise UserError(
+            f"--cpus-per-trial {cpus_per_trial:g} but no node of the Ray cluster has more than {node_cpus:g} CPU(s); lower it"
+        )
     if gpus_per_trial > 0:
         per_device = max(1, int(1 / gpus_per_trial)) if gpus_per_trial < 1 else 1
     else:
@@ -171,7 +179,11 @@ class ParallelRun:
                 finished = self.finished_count()
                 if self.timeout is not None and time.monotonic() - started > self.timeout:
                     stopping = True
-                while not stopping and len(self.in_flight) < self.resources.workers and finished + len(self.in_flight) < self.target:
+                while (
+                    not stopping
+                    and len(self.in_flight) < self.resources.workers
+                    and finished + len(self.in_flight) < self.target
+                ):
                     self.launch()
                 if not self.in_flight:
                     return
@@ -206,8 +218,13 @@ class ParallelRun:
         if self.progress is None or not self.progress.live or time.monotonic() - self.shown < LIVE_SECONDS:
             return
         self.shown = time.monotonic()
-        trials = [retry_on_database_errors(lambda: self.storage.get_trial(trial_id)) for trial_id in sorted(self.in_flight.values())]
-        self.progress.show_running([RunningTrial.from_trial(trial, self.job.epochs, self.job.pruner == RUNG_PRUNER) for trial in trials])
+        trials = [
+            retry_on_database_errors(lambda: self.storage.get_trial(trial_id))
+            for trial_id in sorted(self.in_flight.values())
+        ]
+        self.progress.show_running(
+            [RunningTrial.from_trial(trial, self.job.epochs, self.job.pruner == RUNG_PRUNER) for trial in trials]
+        )
 
     def collect(self, ref: ray.ObjectRef) -> bool:
         trial_id = self.in_flight.pop(ref)
@@ -222,7 +239,9 @@ class ParallelRun:
 
     def settle(self, trial_id: int, reason: str, *, process_lost: bool, retry: bool = True) -> None:
         """Fail a trial whose worker is gone, and queue its params again within the bound (unless it reached the study)."""
-        retry_on_database_errors(lambda: fail_cut_trial(self.study, self.storage, trial_id, reason, process_lost=process_lost, retry=retry))
+        retry_on_database_errors(
+            lambda: fail_cut_trial(self.study, self.storage, trial_id, reason, process_lost=process_lost, retry=retry)
+        )
 
     def abandon_in_flight(self, reason: str) -> None:
         for ref, trial_id in list(self.in_flight.items()):

@@ -7,6 +7,7 @@ processes), so the data set crosses from the object store to the device once per
 from __future__ import annotations
 
 import functools
+
 import numpy as np
 import optuna
 import ray

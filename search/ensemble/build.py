@@ -12,7 +12,6 @@ from typing import Any, TextIO
 
 import numpy as np
 import torch
-from search.study.optuna_internals import ArtifactStore
 
 from search.config import DEFAULT_ENSEMBLES, METHODS, EnsembleSpec
 from search.ensemble.candidates import (
@@ -33,6 +32,7 @@ from search.ensemble.submission import utc_now, versions, write_submission
 from search.errors import UserError
 from search.io import remove_stale_temporaries
 from search.study.artifacts import artifact_location, open_artifact_store
+from search.study.optuna_internals import ArtifactStore
 from search.study.storage import check_database_exists, open_storage, parse_storage_url, redacted
 from search.train.device import resolve_device
 from search.train.prepared import PreparedData
@@ -105,7 +105,9 @@ class BuiltEnsemble:
         """(T,) the submitted digit of every test image."""
         return blend(self.test_probs, self.chosen.weights).argmax(axis=1)
 
-    def save(self, directory: str | Path | None = None, states: Mapping[int, dict[str, torch.Tensor]] | None = None) -> Path:
+    def save(
+        self, directory: str | Path | None = None, states: Mapping[int, dict[str, torch.Tensor]] | None = None
+    ) -> Path:
         """Save the chosen members into `directory` (default: the spec's `save`, else a new folder under studies/ensembles).
 
         `states` replaces the stored weights of some members, by candidate index (e.g. members
@@ -117,7 +119,9 @@ class BuiltEnsemble:
             remove_stale_temporaries(DEFAULT_ENSEMBLES)  # what killed saves left in our own folder
             target = new_ensemble_dir(DEFAULT_ENSEMBLES, self.method)
         chosen = [int(index) for index in self.chosen.members]
-        member_states = [states[i] if i in states else load_candidate_state(self.candidates[i], self.pool.store) for i in chosen]
+        member_states = [
+            states[i] if i in states else load_candidate_state(self.candidates[i], self.pool.store) for i in chosen
+        ]
         sources = [self.pool.spaces[self.candidates[i].study][1] for i in chosen]
         space_files = {space_file_name(source): source for source in sources if source is not None}
         self.saved = save_ensemble(target, self.manifest(), member_states, space_files, protected_paths(self.spec))
@@ -188,7 +192,11 @@ class BuiltEnsemble:
                 "submitted": {"accuracy": chosen.accuracy, "log_loss": chosen.log_loss},
                 **{name: {"accuracy": s.accuracy, "log_loss": s.log_loss} for name, s in self.selections.items()},
                 "best_per_study": {
-                    study: {"trial": candidates[i].number, "accuracy": self.scores[i].accuracy, "log_loss": self.scores[i].log_loss}
+                    study: {
+                        "trial": candidates[i].number,
+                        "accuracy": self.scores[i].accuracy,
+                        "log_loss": self.scores[i].log_loss,
+                    }
                     for study, i in self.best_per_study.items()
                 },
             },
@@ -209,22 +217,54 @@ class BuiltEnsemble:
 
         With calibrated members, the members' list shows each one's temperature.
         """
-        candidates, scores, selections, method, chosen = self.candidates, self.scores, self.selections, self.method, self.chosen
+        candidates, scores, selections, method, chosen = (
+            self.candidates,
+            self.scores,
+            self.selections,
+            self.method,
+            self.chosen,
+        )
         submitted_single = int(chosen.members[0]) if method == "best" else None
         rows = [
-            (f"best of {study} (trial {candidates[i].number}, {candidates[i].family})", scores[i].accuracy, scores[i].log_loss, i == submitted_single)
+            (
+                f"best of {study} (trial {candidates[i].number}, {candidates[i].family})",
+                scores[i].accuracy,
+                scores[i].log_loss,
+                i == submitted_single,
+            )
             for study, i in self.best_per_study.items()
         ]
-        rows.append((f"uniform average of {len(candidates)}", selections["average"].accuracy, selections["average"].log_loss, method == "average"))
+        rows.append(
+            (
+                f"uniform average of {len(candidates)}",
+                selections["average"].accuracy,
+                selections["average"].log_loss,
+                method == "average",
+            )
+        )
         greedy_size = len(selections["greedy"].members)
-        rows.append((f"greedy ensemble of {greedy_size}", selections["greedy"].accuracy, selections["greedy"].log_loss, method == "greedy"))
+        rows.append(
+            (
+                f"greedy ensemble of {greedy_size}",
+                selections["greedy"].accuracy,
+                selections["greedy"].log_loss,
+                method == "greedy",
+            )
+        )
         width = max(len(row[0]) for row in rows)
         lines = ["", f"{'':{width}}  val accuracy  val log-loss"]
-        lines += [f"{label:{width}}  {acc:>12.2%}  {loss:>12.4f}{'  <- submitted' if submitted else ''}" for label, acc, loss, submitted in rows]
+        lines += [
+            f"{label:{width}}  {acc:>12.2%}  {loss:>12.4f}{'  <- submitted' if submitted else ''}"
+            for label, acc, loss, submitted in rows
+        ]
 
         calibrated = self.spec.calibration == "temperature"
         width = max(len(candidates[i].label) for i in chosen.members) + 2
-        lines += ["", f"{method} members:", f"{'':{width}}  weight{'  temperature' if calibrated else ''}  family  val accuracy  val log-loss"]
+        lines += [
+            "",
+            f"{method} members:",
+            f"{'':{width}}  weight{'  temperature' if calibrated else ''}  family  val accuracy  val log-loss",
+        ]
         for i in chosen.members:
             candidate, score = candidates[i], scores[i]
             temperature = f"  {self.temperatures[i]:>11.3f}" if calibrated else ""
@@ -300,7 +340,9 @@ def gather_candidates(spec: EnsembleSpec, out: TextIO) -> CandidatePool:
     storage = open_storage(spec.storage)
     studies = load_studies(storage, spec.study_names, spec.storage)
     identity = check_same_data(studies)
-    spaces = {s.study_name: resolve_space(str(s.user_attrs.get("space", "")), s.study_name, spec.space_files) for s in studies}
+    spaces = {
+        s.study_name: resolve_space(str(s.user_attrs.get("space", "")), s.study_name, spec.space_files) for s in studies
+    }
     candidates = [candidate for study in studies for candidate in top_candidates(study, spec.top)]
     store = open_artifact_store(artifact_location(spec.artifacts, spec.storage), must_exist=True)
     device = resolve_device(spec.device, spec.threads)
@@ -315,9 +357,13 @@ def gather_candidates(spec: EnsembleSpec, out: TextIO) -> CandidatePool:
     )
     for candidate in candidates:
         started = time.perf_counter()
-        recomputed = load_candidate_probabilities(candidate, store, prepared, spaces[candidate.study][0], tta=spec.tta, device=device)
+        recomputed = load_candidate_probabilities(
+            candidate, store, prepared, spaces[candidate.study][0], tta=spec.tta, device=device
+        )
         if spec.tta:
-            out.write(f"  {candidate.label}: predicted with test-time augmentation ({time.perf_counter() - started:.1f}s)\n")
+            out.write(
+                f"  {candidate.label}: predicted with test-time augmentation ({time.perf_counter() - started:.1f}s)\n"
+            )
         elif recomputed:
             out.write(f"  {candidate.label}: stored probabilities missing, recomputed from its weights\n")
         out.flush()

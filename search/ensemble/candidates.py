@@ -14,20 +14,20 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
-from search.study.optuna_internals import ArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
 from search.config import NUM_CLASSES
-from search.study.artifacts import ARTIFACT_ATTR, load_weights, stored_probabilities
-from search.train.weights import WeightsError
 from search.data.digits import EMBEDDED_SOURCE, load_digits
 from search.errors import UserError
-from search.train.prepared import PreparedData, prepare_digits
+from search.study.artifacts import ARTIFACT_ATTR, load_weights, stored_probabilities
+from search.study.optuna_internals import ArtifactStore
 from search.study.storage import check_study_names
 from search.study.trial_attrs import EPOCHS_ATTR
 from search.train.inference import class_probabilities
 from search.train.models import rebuild_model
+from search.train.prepared import PreparedData, prepare_digits
+from search.train.weights import WeightsError
 from spaces import Space, load_space
 from spaces.registry import ALL, FAMILIES
 
@@ -60,7 +60,9 @@ class CandidateTrial:
 
 def load_studies(storage: optuna.storages.BaseStorage, names: list[str], storage_url: str) -> list[optuna.Study]:
     """The named studies; UserError naming an unknown one and the studies that do exist."""
-    return [optuna.load_study(study_name=name, storage=storage) for name in check_study_names(storage, names, storage_url)]
+    return [
+        optuna.load_study(study_name=name, storage=storage) for name in check_study_names(storage, names, storage_url)
+    ]
 
 
 def check_same_data(studies: list[optuna.Study]) -> dict[str, Any]:
@@ -92,7 +94,9 @@ def top_candidates(study: optuna.Study, top: int) -> list[CandidateTrial]:
         if t.value is not None and isinstance(t.user_attrs.get(ARTIFACT_ATTR), dict)
     ]
     if not trials:
-        raise UserError(f"study {study.study_name!r} has no completed trials with stored weights; run digit-search run --study {study.study_name} first")
+        raise UserError(
+            f"study {study.study_name!r} has no completed trials with stored weights; run digit-search run --study {study.study_name} first"
+        )
     trials.sort(key=lambda t: (-t.value, t.user_attrs.get("val_loss", np.inf), t.number))
     space = str(study.user_attrs.get("space", ""))
     return [_candidate(study.study_name, space, trial) for trial in trials[:top]]
@@ -145,7 +149,10 @@ def load_candidate_probabilities(
     recomputed = probs is None
     if recomputed:
         model = load_candidate_model(candidate, store, space, device)
-        probs = class_probabilities(model, prepared.tensors.val_images, tta), class_probabilities(model, prepared.tensors.test_images, tta)
+        probs = (
+            class_probabilities(model, prepared.tensors.val_images, tta),
+            class_probabilities(model, prepared.tensors.test_images, tta),
+        )
     expected = (len(prepared.split.val_index), NUM_CLASSES), (len(prepared.digits.test_images), NUM_CLASSES)
     for name, array, shape in zip(("validation", "test"), probs, expected):
         if array.shape != shape:
@@ -157,7 +164,9 @@ def load_candidate_probabilities(
     return recomputed
 
 
-def load_candidate_model(candidate: CandidateTrial, store: ArtifactStore, space: Space, device: torch.device) -> torch.nn.Module:
+def load_candidate_model(
+    candidate: CandidateTrial, store: ArtifactStore, space: Space, device: torch.device
+) -> torch.nn.Module:
     """The trained model of a candidate, rebuilt from its stored weights."""
     return rebuild_model(space, candidate.params, load_candidate_state(candidate, store), device, candidate.label)
 
@@ -170,13 +179,19 @@ def load_candidate_state(candidate: CandidateTrial, store: ArtifactStore) -> dic
             raise ArtifactNotFound("no weights id recorded")
         state, _ = load_weights(store, artifact_id)
     except ArtifactNotFound:
-        raise UserError(f"{candidate.label}: its weights are not in the artifact store; pass the --artifacts DIR the study was run with") from None
+        raise UserError(
+            f"{candidate.label}: its weights are not in the artifact store; pass the --artifacts DIR the study was run with"
+        ) from None
     except WeightsError as err:  # its message names a temporary download; the artifact id is what the user can find
-        raise UserError(f"{_artifact_label(candidate.study, candidate.number, 'weights', artifact_id)}: {str(err).partition(': ')[2]}") from None
+        raise UserError(
+            f"{_artifact_label(candidate.study, candidate.number, 'weights', artifact_id)}: {str(err).partition(': ')[2]}"
+        ) from None
     return state
 
 
-def read_stored_probabilities(store: ArtifactStore, study: str, number: int, artifact_ids: dict[str, str] | None, key: str) -> np.ndarray | None:
+def read_stored_probabilities(
+    store: ArtifactStore, study: str, number: int, artifact_ids: dict[str, str] | None, key: str
+) -> np.ndarray | None:
     """A trial's stored (N, 10) `key` probabilities ("val_probs" or "test_probs"), or None when missing.
 
     UserError naming the study, trial and artifact when the file is not an array of probabilities
@@ -186,9 +201,13 @@ def read_stored_probabilities(store: ArtifactStore, study: str, number: int, art
         probs = stored_probabilities(store, artifact_ids, key)
     except (ValueError, OSError, EOFError, SyntaxError, MemoryError) as err:  # np.load on a damaged .npy
         reason = " ".join(str(err).split())[:150]
-        raise UserError(f"{_artifact_label(study, number, key, artifact_ids[key])} is not a readable .npy file ({type(err).__name__}: {reason})") from None
+        raise UserError(
+            f"{_artifact_label(study, number, key, artifact_ids[key])} is not a readable .npy file ({type(err).__name__}: {reason})"
+        ) from None
     if probs is not None and (probs.dtype.kind not in "fiu" or not np.isfinite(probs).all() or (probs < 0).any()):
-        raise UserError(f"{_artifact_label(study, number, key, artifact_ids[key])} holds {probs.dtype} values that are not finite probabilities >= 0")
+        raise UserError(
+            f"{_artifact_label(study, number, key, artifact_ids[key])} holds {probs.dtype} values that are not finite probabilities >= 0"
+        )
     return probs
 
 
@@ -198,7 +217,10 @@ def _artifact_label(study: str, number: int, key: str, artifact_id: str) -> str:
 
 def _stored_probabilities(store: ArtifactStore, candidate: CandidateTrial) -> tuple[np.ndarray, np.ndarray] | None:
     """The stored (validation, test) probabilities, or None when either is missing."""
-    val, test = (read_stored_probabilities(store, candidate.study, candidate.number, candidate.artifacts, key) for key in ("val_probs", "test_probs"))
+    val, test = (
+        read_stored_probabilities(store, candidate.study, candidate.number, candidate.artifacts, key)
+        for key in ("val_probs", "test_probs")
+    )
     return None if val is None or test is None else (val, test)
 
 
@@ -239,5 +261,7 @@ def load_matching_data(
         device=device,
     )
     if prepared.split.fingerprint() != identity["split"]:
-        raise UserError(f"the validation split rebuilt from the study attrs ({prepared.split.fingerprint()}) differs from the recorded one ({identity['split']})")
+        raise UserError(
+            f"the validation split rebuilt from the study attrs ({prepared.split.fingerprint()}) differs from the recorded one ({identity['split']})"
+        )
     return prepared, matching[0]

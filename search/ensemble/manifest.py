@@ -71,7 +71,9 @@ class ManifestMember:
         if space_file is not None:
             space_file = inside_folder(folder, space_file, "space_file")
         elif space != ALL and space not in FAMILIES:
-            raise ValueError(f"space {space!r} is not a built-in family ({', '.join([*FAMILIES, ALL])}) and no space_file inside the folder is given")
+            raise ValueError(
+                f"space {space!r} is not a built-in family ({', '.join([*FAMILIES, ALL])}) and no space_file inside the folder is given"
+            )
         params = record.get("params")
         if not isinstance(params, dict):
             raise ValueError(f"params must be a JSON object, got {_show(params)}")
@@ -189,7 +191,11 @@ class Manifest:
 
     def files(self) -> set[str]:
         """Every file of the folder the manifest names, itself included (relative paths)."""
-        named = {MANIFEST, *(m.weights_file for m in self.members), *(m.space_file for m in self.members if m.space_file)}
+        named = {
+            MANIFEST,
+            *(m.weights_file for m in self.members),
+            *(m.space_file for m in self.members if m.space_file),
+        }
         return {PurePath(name).as_posix() for name in named}
 
 
@@ -202,7 +208,9 @@ def read_manifest(folder: str | Path) -> Manifest:
             raise ManifestError(path, f"larger than {MAX_MANIFEST_BYTES // 2**20} MB, so not one digit-search wrote")
         data = json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, NotADirectoryError):
-        raise ManifestError(folder, f"no readable {MANIFEST}", "give a folder written by digit-search ensemble") from None
+        raise ManifestError(
+            folder, f"no readable {MANIFEST}", "give a folder written by digit-search ensemble"
+        ) from None
     except OSError as err:
         raise ManifestError(path, f"cannot be read ({err.strerror or err})") from None
     except (ValueError, RecursionError) as err:  # not UTF-8, not JSON, or nested beyond reason
@@ -339,5 +347,7 @@ def _aware_time(value: Any) -> datetime:
     except ValueError:
         created = None
     if created is None or created.tzinfo is None or created.utcoffset() is None:
-        raise ValueError(f"created must be an ISO time with a timezone, e.g. 2025-01-01T12:00:00+00:00, got {_show(value)}")
+        raise ValueError(
+            f"created must be an ISO time with a timezone, e.g. 2025-01-01T12:00:00+00:00, got {_show(value)}"
+        )
     return created

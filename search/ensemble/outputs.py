@@ -49,7 +49,10 @@ def kept_paths(storage: str, artifacts: str | None, data_dir: str | None = None)
     for item in [*_stores(storage, artifacts), *_stores(DEFAULT_STORAGE, None)]:
         kept.append(item)
         if item.what == "the study database":
-            kept.extend(Kept(Path(f"{item.path}{suffix}"), f"the study database's {suffix[1:]} file") for suffix in SQLITE_SIDE_FILES)
+            kept.extend(
+                Kept(Path(f"{item.path}{suffix}"), f"the study database's {suffix[1:]} file")
+                for suffix in SQLITE_SIDE_FILES
+            )
     kept.append(Kept(DEFAULT_CACHE, "the data cache"))
     if data_dir:
         kept.extend(Kept(Path(data_dir) / name, "an input data file") for name in DATA_FILES)
@@ -72,16 +75,26 @@ def check_outputs(
         if held:
             raise UserError(f"--save {save!r} holds {held[0].what} {held[0].path}; choose a new directory")
         if _same(out, save) or _within(out, save):
-            raise UserError(f"--out {out!r} is inside the --save folder {save!r}, which holds the saved ensemble alone; choose another path")
-    if report is not None:  # its folder's own checks (writable, not a file) are the report's: search.report.build.check_out_dir
+            raise UserError(
+                f"--out {out!r} is inside the --save folder {save!r}, which holds the saved ensemble alone; choose another path"
+            )
+    if (
+        report is not None
+    ):  # its folder's own checks (writable, not a file) are the report's: search.report.build.check_out_dir
         check_not_kept("--report", report, report, kept, inside_ensemble=True)
         if _same(out, report):
-            raise UserError(f"--out and --report both name {out!r}; give the submission a file name outside the report folder")
+            raise UserError(
+                f"--out and --report both name {out!r}; give the submission a file name outside the report folder"
+            )
         if save and (_same(report, save) or _within(report, save)):
-            raise UserError(f"--report {report!r} is inside the --save folder {save!r}, which holds the saved ensemble alone; choose another folder")
+            raise UserError(
+                f"--report {report!r} is inside the --save folder {save!r}, which holds the saved ensemble alone; choose another folder"
+            )
 
 
-def check_not_kept(option: str, given: str | Path, path: str | Path, kept: list[Kept], *, inside_ensemble: bool) -> None:
+def check_not_kept(
+    option: str, given: str | Path, path: str | Path, kept: list[Kept], *, inside_ensemble: bool
+) -> None:
     """UserError when `path` (what `option` writes, given as `given`) is or lies inside something digit-search keeps.
 
     A saved ensemble may be replaced by --save as a whole, so only its parents are checked there;

@@ -90,7 +90,9 @@ def image_batch(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     if tensor.ndim == 3 and tuple(tensor.shape[1:]) == side:
         tensor = tensor.unsqueeze(1)
     if tensor.ndim != 4 or tuple(tensor.shape[1:]) != (1, *side) or len(tensor) == 0:
-        raise UserError(f"images must be (N, 28, 28) or (N, 1, 28, 28) with N >= 1, got {tuple(tensor.shape)}; one digit is images[None]")
+        raise UserError(
+            f"images must be (N, 28, 28) or (N, 1, 28, 28) with N >= 1, got {tuple(tensor.shape)}; one digit is images[None]"
+        )
     return tensor
 
 
@@ -129,7 +131,9 @@ def check_save_dir(directory: str | Path, protected: Iterable[str | Path] = ()) 
     where = f"--save {str(directory)!r}"
     resolved, cwd = directory.resolve(), Path.cwd().resolve()
     if resolved == cwd or resolved in cwd.parents:
-        raise UserError(f"{where} is the working directory or holds it; choose a new directory, e.g. {DEFAULT_ENSEMBLES}/NAME")
+        raise UserError(
+            f"{where} is the working directory or holds it; choose a new directory, e.g. {DEFAULT_ENSEMBLES}/NAME"
+        )
     for path in map(Path, protected):
         if resolved in path.resolve().parents:
             raise UserError(f"{where} holds the study database {path}; choose a new directory")
@@ -161,7 +165,12 @@ def save_ensemble(
         directory.parent.mkdir(parents=True, exist_ok=True)
         with staged_folder(directory) as staging:
             for member, state in zip(manifest.members, states, strict=True):
-                metadata = {"family": member.family, "params": member.params, "study": member.study, "trial": member.trial}
+                metadata = {
+                    "family": member.family,
+                    "params": member.params,
+                    "study": member.study,
+                    "trial": member.trial,
+                }
                 save_weights(staging / member.weights_file, state, metadata)
             for relative, source in space_sources.items():
                 (staging / relative).parent.mkdir(parents=True, exist_ok=True)
@@ -189,7 +198,9 @@ def load_ensemble(directory: str | Path, device: torch.device) -> LoadedEnsemble
     """Rebuild every member of a saved ensemble on `device`; UserError naming what is wrong."""
     directory = Path(directory)
     manifest = read_manifest(directory)
-    return LoadedEnsemble(directory, manifest, [_member_model(directory, member, device) for member in manifest.members])
+    return LoadedEnsemble(
+        directory, manifest, [_member_model(directory, member, device) for member in manifest.members]
+    )
 
 
 def _member_model(directory: Path, member: ManifestMember, device: torch.device) -> torch.nn.Module:
@@ -207,4 +218,3 @@ def _member_space(directory: Path, member: ManifestMember, label: str) -> Space:
         return load_space(str(directory / member.space_file) if member.space_file else member.space)
     except SpaceError as err:
         raise UserError(f"{label}: cannot load its space ({err})") from None
-

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from search.config import METHODS
+
 GREEDY_ROUNDS = 100
 # Keeps log(0) finite for a member that was certain and wrong; float64 resolves it.
 PROBABILITY_FLOOR = 1e-15
@@ -46,7 +47,9 @@ def check_probabilities(probs: np.ndarray, labels: np.ndarray | None = None) -> 
     """(M, N, C) probabilities as float64 with rows renormalised; ValueError on the wrong shape."""
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 3 or probs.shape[0] < 1 or probs.shape[1] < 1 or probs.shape[2] < 2:
-        raise ValueError(f"probabilities must be (members, digits, classes) with at least one of each, got {probs.shape}")
+        raise ValueError(
+            f"probabilities must be (members, digits, classes) with at least one of each, got {probs.shape}"
+        )
     if not np.isfinite(probs).all() or (probs < 0).any():
         raise ValueError("probabilities must be finite and non-negative")
     totals = probs.sum(axis=2, keepdims=True)

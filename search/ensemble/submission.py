@@ -35,7 +35,9 @@ def check_out_path(path: str | Path) -> Path:
     path = Path(path)
     folder = path.parent
     if not folder.is_dir():
-        raise UserError(f"--out {str(path)!r}: directory {str(folder)!r} does not exist; create it or choose another path")
+        raise UserError(
+            f"--out {str(path)!r}: directory {str(folder)!r} does not exist; create it or choose another path"
+        )
     if path.is_dir():
         raise UserError(f"--out {str(path)!r} is a directory; give a file name, e.g. {path / 'submission.csv'}")
     if path.suffix == ".json":
@@ -73,8 +75,15 @@ def write_submission(path: str | Path, labels: np.ndarray, lineage: dict[str, An
         raise ValueError(f"labels must be a non-empty 1-D array, got shape {labels.shape}")
     csv_bytes = submission_text(labels).encode("ascii")
     json_path = lineage_path(path)
-    record = {"submission": path.name, "rows": len(labels), "submission_sha256": hashlib.sha256(csv_bytes).hexdigest(), **lineage}
-    json_text = json.dumps(record, indent=2, default=_plain) + "\n"  # before any write: an unserialisable lineage writes nothing
+    record = {
+        "submission": path.name,
+        "rows": len(labels),
+        "submission_sha256": hashlib.sha256(csv_bytes).hexdigest(),
+        **lineage,
+    }
+    json_text = (
+        json.dumps(record, indent=2, default=_plain) + "\n"
+    )  # before any write: an unserialisable lineage writes nothing
     with staged_file(path) as staged_csv:
         staged_csv.write_bytes(csv_bytes)
         check_submission(staged_csv, len(labels))

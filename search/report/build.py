@@ -16,17 +16,25 @@ import pandas as pd
 import torch
 from optuna.trial import FrozenTrial
 
-from search.study.artifacts import ARTIFACT_ATTR, artifact_location, open_artifact_store
-from search.ensemble.candidates import load_matching_data, read_stored_probabilities
-from search.data.digits import EMBEDDED_SOURCE
-from search.ensemble.selection import calibrated_blend
-from search.errors import UserError
-from search.report.data import EnsembleData, compute_seconds, ensemble_data, plain_float, study_data, trial_points, trials_table
-from search.report.page import Report, render_page
 from search.config import LeaderboardSpec, ReportSpec
-from search.io import write_text
+from search.data.digits import EMBEDDED_SOURCE
+from search.ensemble.candidates import load_matching_data, read_stored_probabilities
 from search.ensemble.manifest import Manifest, ManifestError, newest_ensemble, read_manifest
 from search.ensemble.saved import load_ensemble
+from search.ensemble.selection import calibrated_blend
+from search.errors import UserError
+from search.io import write_text
+from search.report.data import (
+    EnsembleData,
+    compute_seconds,
+    ensemble_data,
+    plain_float,
+    study_data,
+    trial_points,
+    trials_table,
+)
+from search.report.page import Report, render_page
+from search.study.artifacts import ARTIFACT_ATTR, artifact_location, open_artifact_store
 from search.study.storage import check_database_exists, check_study_names, open_storage, parse_storage_url, redacted
 
 
@@ -131,7 +139,10 @@ def find_ensemble(spec: ReportSpec, studies: list[LoadedStudy]) -> tuple[Ensembl
         found = newest_matching_ensemble(Path(spec.ensembles), studies)
         if found is None:
             names = ",".join(s.name for s in studies)
-            return None, f"no saved ensemble of these studies under {spec.ensembles}; run digit-search ensemble --studies {names}"
+            return (
+                None,
+                f"no saved ensemble of these studies under {spec.ensembles}; run digit-search ensemble --studies {names}",
+            )
         directory, manifest = found
     try:
         return score_ensemble(spec, directory, manifest, studies), ""
@@ -175,11 +186,15 @@ def score_ensemble(spec: ReportSpec, directory: Path, manifest: Manifest, studie
         # Test-time augmentation or missing probabilities: predict with the saved models themselves.
         probs = load_ensemble(directory, torch.device("cpu")).predict_proba(prepared.tensors.val_images)
     if probs.shape != (len(labels), 10):
-        raise UserError(f"its probabilities have shape {probs.shape}, the validation split {len(labels)} digits; pass the --artifacts DIR the studies were run with")
+        raise UserError(
+            f"its probabilities have shape {probs.shape}, the validation split {len(labels)} digits; pass the --artifacts DIR the studies were run with"
+        )
     return ensemble_data(manifest.to_json(), str(directory), probs, labels, images, spec.gallery)
 
 
-def stored_ensemble_probabilities(spec: ReportSpec, manifest: Manifest, studies: list[LoadedStudy]) -> np.ndarray | None:
+def stored_ensemble_probabilities(
+    spec: ReportSpec, manifest: Manifest, studies: list[LoadedStudy]
+) -> np.ndarray | None:
     """(N, 10) the members' stored validation probabilities blended as the ensemble predicts; None if any is missing.
 
     UserError naming the trial when a stored file is damaged.

@@ -62,9 +62,17 @@ class Guard:
     def __call__(self, environ, start_response):
         host = environ.get("HTTP_HOST", "")
         if not allowed_host(host, self.listen_host, self.port):
-            return _refuse(start_response, "421 Misdirected Request", f"Host {host!r} is not this dashboard's address; open it by IP address or localhost")
+            return _refuse(
+                start_response,
+                "421 Misdirected Request",
+                f"Host {host!r} is not this dashboard's address; open it by IP address or localhost",
+            )
         if environ.get("REQUEST_METHOD", "GET").upper() not in READ_METHODS and not self.allow_writes:
-            return _refuse(start_response, "403 Forbidden", "this dashboard is read-only; start it with --allow-writes to change studies")
+            return _refuse(
+                start_response,
+                "403 Forbidden",
+                "this dashboard is read-only; start it with --allow-writes to change studies",
+            )
         return self.app(environ, start_response)
 
 
@@ -93,7 +101,9 @@ def serve_dashboard(spec: DashboardSpec, out: TextIO | None = None) -> None:
         server = make_server(spec.host, spec.port, app, server_class=server_class, handler_class=_QuietHandler)
     except OSError as err:
         reason = err.strerror or str(err)
-        raise UserError(f"cannot listen on {spec.host}:{spec.port} ({reason}); pass another --port, or stop what is using it") from None
+        raise UserError(
+            f"cannot listen on {spec.host}:{spec.port} ({reason}); pass another --port, or stop what is using it"
+        ) from None
     server.set_app(Guard(app, spec.host, server.server_port, spec.allow_writes))
     out.write(f"optuna-dashboard on {redacted(parse_storage_url(spec.storage))}, artifacts in {artifact_dir}\n")
     if not _is_loopback(spec.host):

@@ -47,7 +47,9 @@ class History:
     families: list[str]
 
 
-def optimization_history(trials: list[FrozenTrial], direction: StudyDirection = StudyDirection.MAXIMIZE) -> History | None:
+def optimization_history(
+    trials: list[FrozenTrial], direction: StudyDirection = StudyDirection.MAXIMIZE
+) -> History | None:
     """The optimisation history of a study; None when no trial completed."""
     done = sorted(completed(trials), key=lambda t: t.number)
     if not done:
@@ -108,7 +110,9 @@ class Importances:
     trials: int
 
 
-def param_importances(trials: list[FrozenTrial], direction: StudyDirection = StudyDirection.MAXIMIZE) -> Importances | None:
+def param_importances(
+    trials: list[FrozenTrial], direction: StudyDirection = StudyDirection.MAXIMIZE
+) -> Importances | None:
     """Importances over the completed trials, conditional params included; None with too few trials."""
     done = completed(trials)
     if len(done) < MIN_TRIALS_FOR_IMPORTANCE:
@@ -127,7 +131,9 @@ def param_importances(trials: list[FrozenTrial], direction: StudyDirection = Stu
     return Importances(names=list(found), values=[float(v) for v in found.values()], trials=len(done))
 
 
-def plotted_params(trials: list[FrozenTrial], importances: Importances | None, limit: int = MAX_PLOTTED_PARAMS) -> list[str]:
+def plotted_params(
+    trials: list[FrozenTrial], importances: Importances | None, limit: int = MAX_PLOTTED_PARAMS
+) -> list[str]:
     """The params worth a plot: the most important, else the most often sampled, at most `limit`."""
     done = completed(trials)
     frequency = Counter(name for t in done for name in t.params)
@@ -155,7 +161,12 @@ def param_axis(name: str, trials: list[FrozenTrial]) -> Axis:
     if isinstance(distribution, CategoricalDistribution):
         labels = [str(choice) for choice in distribution.choices]
         index = {label: i for i, label in enumerate(labels)}
-        return Axis(name, [float(index[str(t.params[name])]) for t in trials], ticks=[float(i) for i in range(len(labels))], labels=labels)
+        return Axis(
+            name,
+            [float(index[str(t.params[name])]) for t in trials],
+            ticks=[float(i) for i in range(len(labels))],
+            labels=labels,
+        )
     log = isinstance(distribution, (FloatDistribution, IntDistribution)) and distribution.log
     return Axis(name, [float(t.params[name]) for t in trials], log=log)
 
@@ -175,7 +186,11 @@ def parallel_coordinates(trials: list[FrozenTrial], params: list[str]) -> Parall
     shared = [name for name in params if done and all(name in t.params for t in done)]
     if not shared:
         return None
-    return Parallel(axes=[param_axis(name, done) for name in shared], objective=[t.value for t in done], numbers=[t.number for t in done])
+    return Parallel(
+        axes=[param_axis(name, done) for name in shared],
+        objective=[t.value for t in done],
+        numbers=[t.number for t in done],
+    )
 
 
 @dataclass(frozen=True)
@@ -221,7 +236,9 @@ class StudyData:
         return self.history.numbers[index], self.history.values[index]
 
 
-def study_data(name: str, attrs: dict[str, Any], trials: list[FrozenTrial], direction: StudyDirection = StudyDirection.MAXIMIZE) -> StudyData:
+def study_data(
+    name: str, attrs: dict[str, Any], trials: list[FrozenTrial], direction: StudyDirection = StudyDirection.MAXIMIZE
+) -> StudyData:
     """Collect every per-study figure's data, and say what is missing and why."""
     counts = count_states(trials)
     history = optimization_history(trials, direction)
@@ -256,12 +273,18 @@ def missing_parts(data: StudyData, trials: list[FrozenTrial]) -> dict[str, str]:
         missing["curves"] = "no trial has reported a validation accuracy for an epoch yet"
     if data.importances is None:
         if done < MIN_TRIALS_FOR_IMPORTANCE:
-            missing["importances"] = f"parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} completed trials, the study has {done}; {run_more}"
+            missing["importances"] = (
+                f"parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} completed trials, the study has {done}; {run_more}"
+            )
         else:
             varied = sorted({name for t in completed(trials) for name in t.params})
-            missing["importances"] = f"nothing to rank: importances compare parameters, and the completed trials have {len(varied)} ({', '.join(varied) or 'none'})"
+            missing["importances"] = (
+                f"nothing to rank: importances compare parameters, and the completed trials have {len(varied)} ({', '.join(varied) or 'none'})"
+            )
     if data.parallel is None:
-        missing["parallel"] = "parallel coordinates need a completed trial with parameters" if done else missing["history"]
+        missing["parallel"] = (
+            "parallel coordinates need a completed trial with parameters" if done else missing["history"]
+        )
     if not data.slices:
         missing["slices"] = "slice plots need a completed trial with parameters" if done else missing["history"]
     return missing
@@ -292,7 +315,11 @@ def family_of(trial: FrozenTrial) -> str:
 
 def _number_attr(trial: FrozenTrial, key: str) -> float | None:
     value = trial.user_attrs.get(key)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+    return (
+        float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        else None
+    )
 
 
 def trial_points(trials_by_study: dict[str, list[FrozenTrial]]) -> list[TrialPoint]:
@@ -302,13 +329,21 @@ def trial_points(trials_by_study: dict[str, list[FrozenTrial]]) -> list[TrialPoi
         for trial in completed(trials):
             count = _number_attr(trial, "params")
             points.append(
-                TrialPoint(study, trial.number, family_of(trial), float(trial.value), None if count is None else int(count), _number_attr(trial, "train_seconds"))
+                TrialPoint(
+                    study,
+                    trial.number,
+                    family_of(trial),
+                    float(trial.value),
+                    None if count is None else int(count),
+                    _number_attr(trial, "train_seconds"),
+                )
             )
     return points
 
 
 def best_by(points: list[TrialPoint], key: Callable[[TrialPoint], str]) -> list[TrialPoint]:
     """The best completed trial of each group (`key`: its family, its study), best first; ties: fewer known parameters, then name."""
+
     def rank(point: TrialPoint) -> tuple[float, float]:
         return point.value, -(point.params if point.params is not None else math.inf)
 
@@ -469,7 +504,10 @@ def misclassified(probs: np.ndarray, labels: np.ndarray, limit: int) -> list[Mis
     wrong = np.flatnonzero(predicted != labels)
     confidence = probs[wrong, predicted[wrong]]
     order = wrong[np.argsort(-confidence, kind="stable")][:limit]
-    return [Mistake(int(i), int(labels[i]), int(predicted[i]), float(probs[i, predicted[i]]), float(probs[i, labels[i]])) for i in order]
+    return [
+        Mistake(int(i), int(labels[i]), int(predicted[i]), float(probs[i, predicted[i]]), float(probs[i, labels[i]]))
+        for i in order
+    ]
 
 
 @dataclass(frozen=True)
@@ -499,14 +537,22 @@ class EnsembleData:
     wrong: int  # all misclassified digits, not only those shown
 
 
-def ensemble_data(manifest: dict[str, Any], directory: str, probs: np.ndarray, labels: np.ndarray, images: np.ndarray, limit: int) -> EnsembleData:
+def ensemble_data(
+    manifest: dict[str, Any], directory: str, probs: np.ndarray, labels: np.ndarray, images: np.ndarray, limit: int
+) -> EnsembleData:
     """Score the ensemble's validation probabilities (N, 10) against the labels."""
     labels = np.asarray(labels)
     predicted = np.asarray(probs).argmax(axis=1)
     confusion = confusion_matrix(labels, predicted)
     mistakes = misclassified(probs, labels, limit)
     members = [
-        EnsembleMember(str(m.get("study")), int(m.get("trial", -1)), str(m.get("family", "?")), float(m.get("weight", 0.0)), m.get("val_accuracy"))
+        EnsembleMember(
+            str(m.get("study")),
+            int(m.get("trial", -1)),
+            str(m.get("family", "?")),
+            float(m.get("weight", 0.0)),
+            m.get("val_accuracy"),
+        )
         for m in manifest.get("members", [])
     ]
     return EnsembleData(

@@ -28,7 +28,13 @@ from search.report.data import (
 HEIGHT = 380
 MAX_IMPORTANCE_BARS = 20
 SLICE_COLUMNS = 2
-STATE_COLORS = {"complete": "#2a6fdb", "pruned": "#e8833a", "fail": "#d62728", "running": "#2ca02c", "waiting": "#9e9e9e"}
+STATE_COLORS = {
+    "complete": "#2a6fdb",
+    "pruned": "#e8833a",
+    "fail": "#d62728",
+    "running": "#2ca02c",
+    "waiting": "#9e9e9e",
+}
 ACCURACY_AXIS = {"tickformat": ".1%", "title": "validation accuracy"}
 MIN_ACCURACY_MARGIN = 0.01
 MAX_UNIT_TICKS = 12  # an axis spanning fewer trials or epochs labels every one
@@ -94,9 +100,20 @@ def history_figure(history: History, colors: dict[str, str]) -> go.Figure:
             )
         )
     figure.add_trace(
-        go.Scatter(x=history.numbers, y=history.best, mode="lines", line={"shape": "hv", "color": "#222", "width": 2}, name="best so far", hoverinfo="skip")
+        go.Scatter(
+            x=history.numbers,
+            y=history.best,
+            mode="lines",
+            line={"shape": "hv", "color": "#222", "width": 2},
+            name="best so far",
+            hoverinfo="skip",
+        )
     )
-    return _layout(figure, xaxis=step_axis(history.numbers, "trial"), yaxis={**ACCURACY_AXIS, "range": accuracy_range(history.values)})
+    return _layout(
+        figure,
+        xaxis=step_axis(history.numbers, "trial"),
+        yaxis={**ACCURACY_AXIS, "range": accuracy_range(history.values)},
+    )
 
 
 def curves_figure(curves: dict[str, Curves]) -> go.Figure:
@@ -121,7 +138,11 @@ def curves_figure(curves: dict[str, Curves]) -> go.Figure:
         )
     epochs = [e for curve in curves.values() for e in curve.epochs]
     values = [v for curve in curves.values() for v in curve.values]
-    return _layout(figure, xaxis=step_axis(epochs, "epoch, or rung (1, 3, 9: 1/9, 1/3, all of the images)"), yaxis={**ACCURACY_AXIS, "range": accuracy_range(values)})
+    return _layout(
+        figure,
+        xaxis=step_axis(epochs, "epoch, or rung (1, 3, 9: 1/9, 1/3, all of the images)"),
+        yaxis={**ACCURACY_AXIS, "range": accuracy_range(values)},
+    )
 
 
 def importance_figure(importances: Importances) -> go.Figure:
@@ -129,11 +150,24 @@ def importance_figure(importances: Importances) -> go.Figure:
     names = importances.names[:MAX_IMPORTANCE_BARS][::-1]
     values = importances.values[:MAX_IMPORTANCE_BARS][::-1]
     figure = go.Figure(
-        go.Bar(x=values, y=names, orientation="h", marker={"color": "#2a6fdb"}, text=[f"{v:.2f}" for v in values], textposition="outside", hovertemplate="%{y}: %{x:.3f}<extra></extra>")
+        go.Bar(
+            x=values,
+            y=names,
+            orientation="h",
+            marker={"color": "#2a6fdb"},
+            text=[f"{v:.2f}" for v in values],
+            textposition="outside",
+            hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+        )
     )
     height = 26 * len(names) + 90  # as tall as its bars: a few parameters make a short card, not a blank panel
     title = f"importance (PED-ANOVA, {importances.trials} completed trials)"
-    return _layout(figure, height=height, xaxis={"title": title, "range": [0, max(values) * 1.15 if values else 1]}, yaxis={"automargin": True})
+    return _layout(
+        figure,
+        height=height,
+        xaxis={"title": title, "range": [0, max(values) * 1.15 if values else 1]},
+        yaxis={"automargin": True},
+    )
 
 
 def log_ticks(low: float, high: float, most: int = 5) -> list[float]:
@@ -162,7 +196,13 @@ def tick_text(value: float) -> str:
 def _dimension(axis: Axis) -> dict:
     if axis.labels is not None:
         # every choice on the axis, sampled or not, or an unsampled one's tick falls off it
-        return {"label": axis.name, "values": axis.values, "tickvals": axis.ticks, "ticktext": axis.labels, "range": [0, max(len(axis.labels) - 1, 1)]}
+        return {
+            "label": axis.name,
+            "values": axis.values,
+            "tickvals": axis.ticks,
+            "ticktext": axis.labels,
+            "range": [0, max(len(axis.labels) - 1, 1)],
+        }
     if axis.log and min(axis.values) > 0:
         # Parcoords has no log axis: plot log10 and label the ticks with the real values. Its axis
         # line spans only the ticks, so the ends are ticks too.
@@ -180,11 +220,18 @@ def _dimension(axis: Axis) -> dict:
 
 def parallel_figure(parallel: Parallel) -> go.Figure:
     """Parallel coordinates: the objective, then each param, lines coloured by the objective."""
-    dimensions = [{"label": "val accuracy", "values": parallel.objective, "tickformat": ".1%"}] + [_dimension(a) for a in parallel.axes]
+    dimensions = [{"label": "val accuracy", "values": parallel.objective, "tickformat": ".1%"}] + [
+        _dimension(a) for a in parallel.axes
+    ]
     figure = go.Figure(
         go.Parcoords(
             dimensions=dimensions,
-            line={"color": parallel.objective, "colorscale": "Viridis", "showscale": True, "colorbar": {"title": "val acc", "tickformat": ".0%"}},
+            line={
+                "color": parallel.objective,
+                "colorscale": "Viridis",
+                "showscale": True,
+                "colorbar": {"title": "val acc", "tickformat": ".0%"},
+            },
             labelangle=-20,
             labelside="bottom",
         )
@@ -196,7 +243,9 @@ def slice_figure(slices: list[Slice]) -> go.Figure:
     """One panel per param: validation accuracy against the param's value, coloured by trial number."""
     columns = min(SLICE_COLUMNS, len(slices))
     rows = math.ceil(len(slices) / columns)
-    figure = make_subplots(rows=rows, cols=columns, shared_yaxes=True, horizontal_spacing=0.04, vertical_spacing=min(0.3, 0.5 / rows))
+    figure = make_subplots(
+        rows=rows, cols=columns, shared_yaxes=True, horizontal_spacing=0.04, vertical_spacing=min(0.3, 0.5 / rows)
+    )
     last_number = max(max(s.numbers) for s in slices)
     for i, part in enumerate(slices):
         row, col = i // columns + 1, i % columns + 1
@@ -205,7 +254,16 @@ def slice_figure(slices: list[Slice]) -> go.Figure:
                 x=part.axis.values,
                 y=part.objective,
                 mode="markers",
-                marker={"size": 5, "color": part.numbers, "colorscale": TRIAL_COLORSCALE, "cmin": 0, "cmax": max(last_number, 1), "showscale": i == 0, "colorbar": {"title": "trial"}, "line": {"width": 0.5, "color": "#555"}},
+                marker={
+                    "size": 5,
+                    "color": part.numbers,
+                    "colorscale": TRIAL_COLORSCALE,
+                    "cmin": 0,
+                    "cmax": max(last_number, 1),
+                    "showscale": i == 0,
+                    "colorbar": {"title": "trial"},
+                    "line": {"width": 0.5, "color": "#555"},
+                },
                 text=[f"trial {n}" for n in part.numbers],
                 hovertemplate="%{text}<br>%{x}: %{y:.2%}<extra></extra>",
                 showlegend=False,
@@ -242,7 +300,9 @@ def best_family_figure(best: list[TrialPoint], colors: dict[str, str]) -> go.Fig
     return _layout(figure, xaxis={"title": "family"}, yaxis={**ACCURACY_AXIS, "range": [0.0, 1.08]})
 
 
-def accuracy_scatter_figure(groups: dict[str, list[TrialPoint]], colors: dict[str, str], attribute: str, title: str) -> go.Figure:
+def accuracy_scatter_figure(
+    groups: dict[str, list[TrialPoint]], colors: dict[str, str], attribute: str, title: str
+) -> go.Figure:
     """Validation accuracy against a trial attribute (parameter count, training seconds), log x."""
     figure = go.Figure()
     for family, points in groups.items():
@@ -276,7 +336,15 @@ def states_figure(counts: dict[str, dict[str, int]]) -> go.Figure:
     for state in STATES:
         values = [counts[s].get(state, 0) for s in studies]
         if any(values):
-            figure.add_trace(go.Bar(x=studies, y=values, name=state, marker={"color": STATE_COLORS[state]}, hovertemplate="%{x}: %{y} " + state + "<extra></extra>"))
+            figure.add_trace(
+                go.Bar(
+                    x=studies,
+                    y=values,
+                    name=state,
+                    marker={"color": STATE_COLORS[state]},
+                    hovertemplate="%{x}: %{y} " + state + "<extra></extra>",
+                )
+            )
     return _layout(figure, barmode="stack", xaxis={"title": "study"}, yaxis={"title": "trials"})
 
 
@@ -289,7 +357,15 @@ def compute_figure(seconds: dict[str, dict[str, float]]) -> go.Figure:
     for state in ("complete", "pruned", "fail"):
         values = [seconds[s].get(state, 0.0) / scale for s in studies]
         if any(values):
-            figure.add_trace(go.Bar(x=studies, y=values, name=state, marker={"color": STATE_COLORS[state]}, hovertemplate="%{x}: %{y:.1f} " + unit + " " + state + "<extra></extra>"))
+            figure.add_trace(
+                go.Bar(
+                    x=studies,
+                    y=values,
+                    name=state,
+                    marker={"color": STATE_COLORS[state]},
+                    hovertemplate="%{x}: %{y:.1f} " + unit + " " + state + "<extra></extra>",
+                )
+            )
     return _layout(figure, barmode="stack", xaxis={"title": "study"}, yaxis={"title": f"trial time ({unit})"})
 
 
@@ -307,7 +383,13 @@ def confusion_figure(confusion: list[list[int]]) -> go.Figure:
             showscale=False,
         )
     )
-    return _layout(figure, height=460, xaxis={"title": "predicted", "side": "top", "constrain": "domain"}, yaxis={"title": "true", "autorange": "reversed", "scaleanchor": "x"}, margin={"l": 60, "r": 20, "t": 60, "b": 20})
+    return _layout(
+        figure,
+        height=460,
+        xaxis={"title": "predicted", "side": "top", "constrain": "domain"},
+        yaxis={"title": "true", "autorange": "reversed", "scaleanchor": "x"},
+        margin={"l": 60, "r": 20, "t": 60, "b": 20},
+    )
 
 
 def class_scores_figure(scores: list[ClassScore]) -> go.Figure:
@@ -316,6 +398,16 @@ def class_scores_figure(scores: list[ClassScore]) -> go.Figure:
     figure = go.Figure()
     for name, color in (("precision", "#2a6fdb"), ("recall", "#e8833a"), ("f1", "#2ca02c")):
         values = [getattr(s, name) for s in scores]
-        figure.add_trace(go.Bar(x=digits, y=values, name=name, marker={"color": color}, hovertemplate="digit %{x}: %{y:.2%}<extra>" + name + "</extra>"))
+        figure.add_trace(
+            go.Bar(
+                x=digits,
+                y=values,
+                name=name,
+                marker={"color": color},
+                hovertemplate="digit %{x}: %{y:.2%}<extra>" + name + "</extra>",
+            )
+        )
     # bars start at 0, or a class at 84% would look like a failure beside one at 99%; the table beside gives the figures
-    return _layout(figure, height=460, barmode="group", xaxis={"title": "digit"}, yaxis={"tickformat": ".0%", "range": [0.0, 1.0]})
+    return _layout(
+        figure, height=460, barmode="group", xaxis={"title": "digit"}, yaxis={"tickformat": ".0%", "range": [0.0, 1.0]}
+    )

@@ -69,7 +69,14 @@ class Leaderboard:
                 cells = [standing.study, "-", "-", "-", "-", "-"]
             else:
                 seconds = "?" if best.train_seconds is None else f"{best.train_seconds:.0f}"
-                cells = [standing.study, f"#{best.number}", best.family, f"{best.value:.2%}", count_text(best.params), seconds]
+                cells = [
+                    standing.study,
+                    f"#{best.number}",
+                    best.family,
+                    f"{best.value:.2%}",
+                    count_text(best.params),
+                    seconds,
+                ]
             rows.append([*cells, *(str(standing.counts[state]) for state in STATES)])
         return aligned(header, rows, text_columns=3)
 
@@ -88,7 +95,10 @@ def aligned(header: list[str], rows: list[list[str]], text_columns: int) -> str:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
-        padded = [cell.ljust(width) if i < text_columns else cell.rjust(width) for i, (cell, width) in enumerate(zip(cells, widths))]
+        padded = [
+            cell.ljust(width) if i < text_columns else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths))
+        ]
         return "  ".join(padded).rstrip()
 
     return "".join(f"{line(cells)}\n" for cells in [header, *rows])

@@ -16,7 +16,7 @@ import plotly.offline
 from PIL import Image
 
 from search.report import figures as draw
-from search.report.data import EnsembleData, StudyData, TrialPoint, by_family, best_per_family
+from search.report.data import EnsembleData, StudyData, TrialPoint, best_per_family, by_family
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -48,9 +48,9 @@ def render_page(report: Report) -> str:
     ]
     title = f"digit-search report {report.generated}"
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{escape(title)}</title>\n"
-        f"<style>{STYLE}</style>\n<script type=\"text/javascript\">{plotly.offline.get_plotlyjs()}</script>\n</head>\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>{escape(title)}</title>\n'
+        f'<style>{STYLE}</style>\n<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script>\n</head>\n'
         f"<body>\n<main>\n{''.join(body)}</main>\n</body>\n</html>\n"
     )
 
@@ -63,16 +63,18 @@ class _Figures:
 
     def div(self, figure: go.Figure) -> str:
         self.count += 1
-        return figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"figure-{self.count}", config=PLOT_CONFIG)
+        return figure.to_html(
+            full_html=False, include_plotlyjs=False, div_id=f"figure-{self.count}", config=PLOT_CONFIG
+        )
 
 
 def _card(title: str, content: str, caption: str = "", wide: bool = False) -> str:
-    caption_html = f"<p class=\"caption\">{escape(caption)}</p>" if caption else ""
-    return f"<div class=\"card{' wide' if wide else ''}\"><h3>{escape(title)}</h3>{caption_html}{content}</div>\n"
+    caption_html = f'<p class="caption">{escape(caption)}</p>' if caption else ""
+    return f'<div class="card{" wide" if wide else ""}"><h3>{escape(title)}</h3>{caption_html}{content}</div>\n'
 
 
 def _note(text: str) -> str:
-    return f"<p class=\"note\">{escape(text)}</p>"
+    return f'<p class="note">{escape(text)}</p>'
 
 
 def _table(header: list[str], rows: list[list[str]], numeric_from: int = 1) -> str:
@@ -86,12 +88,12 @@ def _table(header: list[str], rows: list[list[str]], numeric_from: int = 1) -> s
 
 
 def _header(report: Report) -> str:
-    links = ["<a href=\"#overview\">across studies</a>", "<a href=\"#ensemble\">ensemble</a>"]
-    links += [f"<a href=\"#{_anchor(s.name)}\">{escape(s.name)}</a>" for s in report.studies]
+    links = ['<a href="#overview">across studies</a>', '<a href="#ensemble">ensemble</a>']
+    links += [f'<a href="#{_anchor(s.name)}">{escape(s.name)}</a>' for s in report.studies]
     return (
         "<header><h1>digit-search report</h1>"
-        f"<p class=\"meta\">{escape(report.storage)} &middot; generated {escape(report.generated)} &middot; "
-        f"{len(report.studies)} studies &middot; trials table: <a href=\"{escape(report.table_file)}\">{escape(report.table_file)}</a></p>"
+        f'<p class="meta">{escape(report.storage)} &middot; generated {escape(report.generated)} &middot; '
+        f'{len(report.studies)} studies &middot; trials table: <a href="{escape(report.table_file)}">{escape(report.table_file)}</a></p>'
         f"<nav>{' '.join(links)}</nav></header>\n"
     )
 
@@ -108,7 +110,7 @@ def _overview(report: Report, colors: dict[str, str], figures: _Figures) -> str:
         attrs = study.attrs
         rows.append(
             [
-                f"<a href=\"#{_anchor(study.name)}\">{escape(study.name)}</a>",
+                f'<a href="#{_anchor(study.name)}">{escape(study.name)}</a>',
                 escape(str(attrs.get("space", "?"))),
                 escape(_data_summary(attrs)),
                 str(counts["complete"]),
@@ -118,32 +120,63 @@ def _overview(report: Report, colors: dict[str, str], figures: _Figures) -> str:
                 _duration(spent),
             ]
         )
-    table = _table(["study", "space", "data", "complete", "pruned", "failed", "best val accuracy", "trial time"], rows, numeric_from=3)
+    table = _table(
+        ["study", "space", "data", "complete", "pruned", "failed", "best val accuracy", "trial time"],
+        rows,
+        numeric_from=3,
+    )
     cards = [_card("Studies", table, wide=True)]
     if report.points:
         best = best_per_family(report.points)
         groups = by_family(report.points)
         cards += [
-            _card("Best validation accuracy per family", figures.div(draw.best_family_figure(best, colors)), "the best completed trial of each family over all studies"),
-            _card("Accuracy against parameter count", figures.div(draw.accuracy_scatter_figure(groups, colors, "params", "parameters (log)"))),
-            _card("Accuracy against training time", figures.div(draw.accuracy_scatter_figure(groups, colors, "train_seconds", "training seconds (log)"))),
+            _card(
+                "Best validation accuracy per family",
+                figures.div(draw.best_family_figure(best, colors)),
+                "the best completed trial of each family over all studies",
+            ),
+            _card(
+                "Accuracy against parameter count",
+                figures.div(draw.accuracy_scatter_figure(groups, colors, "params", "parameters (log)")),
+            ),
+            _card(
+                "Accuracy against training time",
+                figures.div(draw.accuracy_scatter_figure(groups, colors, "train_seconds", "training seconds (log)")),
+            ),
         ]
     else:
-        cards.append(_card("Accuracy by family", _note("no study has a completed trial yet; run digit-search run to fill these figures")))
+        cards.append(
+            _card(
+                "Accuracy by family",
+                _note("no study has a completed trial yet; run digit-search run to fill these figures"),
+            )
+        )
     counts = {s.name: s.counts for s in report.studies}
     if any(sum(c.values()) for c in counts.values()):
-        cards.append(_card("Trial states", figures.div(draw.states_figure(counts)), "complete, pruned (screened out on a cheap rung, or stopped at an epoch), or failed"))
-        cards.append(_card("Compute spent", figures.div(draw.compute_figure(report.compute)), "wall-clock time of finished trials, by how they ended"))
+        cards.append(
+            _card(
+                "Trial states",
+                figures.div(draw.states_figure(counts)),
+                "complete, pruned (screened out on a cheap rung, or stopped at an epoch), or failed",
+            )
+        )
+        cards.append(
+            _card(
+                "Compute spent",
+                figures.div(draw.compute_figure(report.compute)),
+                "wall-clock time of finished trials, by how they ended",
+            )
+        )
     else:
         cards.append(_card("Trial states and compute", _note("the studies have no trials yet")))
-    return f"<section id=\"overview\"><h2>Across studies</h2><div class=\"grid\">{''.join(cards)}</div></section>\n"
+    return f'<section id="overview"><h2>Across studies</h2><div class="grid">{"".join(cards)}</div></section>\n'
 
 
 def _ensemble_section(ensemble: EnsembleData | None, note: str, figures: _Figures) -> str:
     if ensemble is None:
-        return f"<section id=\"ensemble\"><h2>Ensemble</h2>{_note(note)}</section>\n"
+        return f'<section id="ensemble"><h2>Ensemble</h2>{_note(note)}</section>\n'
     header = (
-        f"<p class=\"meta\">{escape(ensemble.directory)} &middot; {escape(ensemble.method)}"
+        f'<p class="meta">{escape(ensemble.directory)} &middot; {escape(ensemble.method)}'
         f"{' with test-time augmentation' if ensemble.tta else ''} &middot; created {escape(ensemble.created)} &middot; "
         f"validation accuracy <b>{ensemble.accuracy:.2%}</b> on {ensemble.digits} digits ({ensemble.wrong} wrong)</p>"
     )
@@ -152,23 +185,45 @@ def _ensemble_section(ensemble: EnsembleData | None, note: str, figures: _Figure
     members = _table(
         ["study", "trial", "family", "weight", "val accuracy"],
         [
-            [escape(m.study), str(m.trial), escape(m.family), f"{m.weight:.3f}", "&ndash;" if m.val_accuracy is None else f"{m.val_accuracy:.2%}"]
+            [
+                escape(m.study),
+                str(m.trial),
+                escape(m.family),
+                f"{m.weight:.3f}",
+                "&ndash;" if m.val_accuracy is None else f"{m.val_accuracy:.2%}",
+            ]
             for m in ensemble.members
         ],
         numeric_from=3,
     )
     scores = _table(
         ["digit", "precision", "recall", "F1", "support"],
-        [[str(s.digit), _percent(s.precision), _percent(s.recall), _percent(s.f1), str(s.support)] for s in ensemble.scores],
+        [
+            [str(s.digit), _percent(s.precision), _percent(s.recall), _percent(s.f1), str(s.support)]
+            for s in ensemble.scores
+        ],
     )
     cards = [
-        _card("Confusion matrix", figures.div(draw.confusion_figure(ensemble.confusion)), "validation digits: true class (rows) against the ensemble's prediction (columns)"),
+        _card(
+            "Confusion matrix",
+            figures.div(draw.confusion_figure(ensemble.confusion)),
+            "validation digits: true class (rows) against the ensemble's prediction (columns)",
+        ),
         _card("Per-class precision, recall and F1", figures.div(draw.class_scores_figure(ensemble.scores))),
-        _card("Members", members, "ensemble weights (they sum to 1); a trial picked twice by greedy selection has twice the weight"),
+        _card(
+            "Members",
+            members,
+            "ensemble weights (they sum to 1); a trial picked twice by greedy selection has twice the weight",
+        ),
         _card("Per-class scores", scores),
-        _card("Misclassified validation digits", _gallery(ensemble), f"the {len(ensemble.mistakes)} most confident of {ensemble.wrong} mistakes: true label, prediction and its probability", wide=True),
+        _card(
+            "Misclassified validation digits",
+            _gallery(ensemble),
+            f"the {len(ensemble.mistakes)} most confident of {ensemble.wrong} mistakes: true label, prediction and its probability",
+            wide=True,
+        ),
     ]
-    return f"<section id=\"ensemble\"><h2>Ensemble</h2>{header}<div class=\"grid\">{''.join(cards)}</div></section>\n"
+    return f'<section id="ensemble"><h2>Ensemble</h2>{header}<div class="grid">{"".join(cards)}</div></section>\n'
 
 
 def _gallery(ensemble: EnsembleData) -> str:
@@ -177,11 +232,11 @@ def _gallery(ensemble: EnsembleData) -> str:
     tiles = []
     for mistake, image in zip(ensemble.mistakes, ensemble.mistake_images):
         tiles.append(
-            f"<figure class=\"digit\"><img alt=\"validation digit {mistake.index}\" src=\"{png_data_uri(image)}\">"
-            f"<figcaption><span class=\"true\">{mistake.label}</span> &rarr; <span class=\"wrong\">{mistake.predicted}</span> "
+            f'<figure class="digit"><img alt="validation digit {mistake.index}" src="{png_data_uri(image)}">'
+            f'<figcaption><span class="true">{mistake.label}</span> &rarr; <span class="wrong">{mistake.predicted}</span> '
             f"{mistake.probability:.0%}<br><small>p({mistake.label}) {mistake.label_probability:.0%} &middot; #{mistake.index}</small></figcaption></figure>"
         )
-    return f"<div class=\"gallery\">{''.join(tiles)}</div>"
+    return f'<div class="gallery">{"".join(tiles)}</div>'
 
 
 def png_data_uri(image: np.ndarray) -> str:
@@ -203,16 +258,38 @@ def _study_section(study: StudyData, colors: dict[str, str], figures: _Figures) 
     )
     parts = [
         ("history", "Optimisation history", lambda: draw.history_figure(study.history, colors), "", False),
-        ("curves", "Learning curves", lambda: draw.curves_figure(study.curves), "validation accuracy per epoch, or per rung with --pruner rungs; pruned trials stop early", False),
-        ("parallel", "Parallel coordinates", lambda: draw.parallel_figure(study.parallel), "completed trials over the most important parameters that every trial has; drag along an axis to filter", True),
+        (
+            "curves",
+            "Learning curves",
+            lambda: draw.curves_figure(study.curves),
+            "validation accuracy per epoch, or per rung with --pruner rungs; pruned trials stop early",
+            False,
+        ),
+        (
+            "parallel",
+            "Parallel coordinates",
+            lambda: draw.parallel_figure(study.parallel),
+            "completed trials over the most important parameters that every trial has; drag along an axis to filter",
+            True,
+        ),
         ("importances", "Hyperparameter importances", lambda: draw.importance_figure(study.importances), "", False),
-        ("slices", "Slice plot", lambda: draw.slice_figure(study.slices), "validation accuracy against each of the most important parameters", False),
+        (
+            "slices",
+            "Slice plot",
+            lambda: draw.slice_figure(study.slices),
+            "validation accuracy against each of the most important parameters",
+            False,
+        ),
     ]
     drawn = {key for key, *_ in parts if getattr(study, key)}
-    cards = [_card(title, figures.div(draw_part()), caption, wide) for key, title, draw_part, caption, wide in parts if key in drawn]
+    cards = [
+        _card(title, figures.div(draw_part()), caption, wide)
+        for key, title, draw_part, caption, wide in parts
+        if key in drawn
+    ]
     # A figure with nothing to draw is one line under the cards, not a card as tall as its neighbours.
     absent = _absent([(title, missing.get(key, "nothing to show")) for key, title, *_ in parts if key not in drawn])
-    return f"<section id=\"{_anchor(study.name)}\"><h2>Study {escape(study.name)}</h2><p class=\"meta\">{meta}</p><div class=\"grid\">{''.join(cards)}</div>{absent}</section>\n"
+    return f'<section id="{_anchor(study.name)}"><h2>Study {escape(study.name)}</h2><p class="meta">{meta}</p><div class="grid">{"".join(cards)}</div>{absent}</section>\n'
 
 
 def _absent(parts: list[tuple[str, str]]) -> str:
@@ -221,7 +298,7 @@ def _absent(parts: list[tuple[str, str]]) -> str:
     for title, reason in parts:
         by_reason.setdefault(reason, []).append(title)
     lines = [f"<li><b>{escape(', '.join(titles))}</b>: {escape(reason)}</li>" for reason, titles in by_reason.items()]
-    return f"<div class=\"absent note\"><ul>{''.join(lines)}</ul></div>" if lines else ""
+    return f'<div class="absent note"><ul>{"".join(lines)}</ul></div>' if lines else ""
 
 
 def _data_summary(attrs: dict) -> str:

@@ -87,7 +87,9 @@ def available_ram() -> int | None:
     except OSError:
         pages = os.sysconf("SC_AVPHYS_PAGES") if hasattr(os, "sysconf") else -1
         return pages * os.sysconf("SC_PAGE_SIZE") if pages > 0 else None
-    available = next((int(line.split()[1]) * 1024 for line in meminfo.splitlines() if line.startswith("MemAvailable:")), None)
+    available = next(
+        (int(line.split()[1]) * 1024 for line in meminfo.splitlines() if line.startswith("MemAvailable:")), None
+    )
     try:
         limit, used = (Path("/sys/fs/cgroup", name).read_text().strip() for name in ("memory.max", "memory.current"))
         if limit != "max" and available is not None:

@@ -34,7 +34,15 @@ STEP = 0.1  # a number's mutation step, as a share of its (log) range
 class PriorSampler(optuna.samplers.BaseSampler):
     """Mutations of the study's best completed trials (the references first), and uniform draws for exploration."""
 
-    def __init__(self, seed: int | None = None, *, explore: float = EXPLORE, top: int = TOP, mutation_rate: float = MUTATION_RATE, step: float = STEP) -> None:
+    def __init__(
+        self,
+        seed: int | None = None,
+        *,
+        explore: float = EXPLORE,
+        top: int = TOP,
+        mutation_rate: float = MUTATION_RATE,
+        step: float = STEP,
+    ) -> None:
         if not 0 <= explore <= 1 or not 0 <= mutation_rate <= 1:
             raise ValueError(f"explore and mutation_rate must be within [0, 1], got {explore} and {mutation_rate}")
         if top < 1 or not step > 0:
@@ -50,10 +58,14 @@ class PriorSampler(optuna.samplers.BaseSampler):
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return {}
 
-    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
         return {}
 
-    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution) -> Any:
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
         base = self._base(study, trial)
         if base is None or param_name not in base or not within(base[param_name], param_distribution):
             return self._uniform.sample_independent(study, trial, param_name, param_distribution)

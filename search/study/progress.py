@@ -18,7 +18,6 @@ from search.errors import is_write_fault
 from search.study.states import count_states
 from search.study.trial_attrs import FAIL_REASON_ATTR, PRUNED_REASON_ATTR, RUNG_ATTR
 
-
 CLEAR_TO_END = "\x1b[K"  # ANSI: erase the rest of the line, so a shorter live line leaves no tail
 
 
@@ -154,7 +153,12 @@ class Progress:
     """
 
     def __init__(
-        self, target: int, already_finished: int, out: TextIO = sys.stdout, timeout: float | None = None, live: bool | None = None
+        self,
+        target: int,
+        already_finished: int,
+        out: TextIO = sys.stdout,
+        timeout: float | None = None,
+        live: bool | None = None,
     ) -> None:
         self.target = target
         self.timeout = timeout  # seconds after which no new trial starts

@@ -17,11 +17,11 @@ from typing import Any
 
 import optuna
 import sqlalchemy
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.orm import Session
 
 from search.study import optuna_internals as internals
-
 from search.study.storage import GRACE_SECONDS
 from search.study.trial_attrs import (
     FAIL_REASON_ATTR,
@@ -154,7 +154,11 @@ def reconcile_lost_trials(
     heartbeats fresh and are left alone; `running_here` are trial ids this process runs itself.
     """
     grace = float(grace if grace is not None else storage.grace_period or GRACE_SECONDS)
-    running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if internals.trial_id(t) not in running_here]
+    running = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if internals.trial_id(t) not in running_here
+    ]
     if not running:
         return []
     heartbeats, database_now = last_heartbeats(storage, [internals.trial_id(t) for t in running])
@@ -180,7 +184,11 @@ def why_gone(trial: FrozenTrial, heartbeat: datetime | None, database_now: datet
     if trial.datetime_start is None:
         return None
     silent = (datetime.now() - trial.datetime_start).total_seconds()  # both from a client's clock
-    return f"no heartbeat in the {silent:.0f}s since it started (grace {grace:g}s): its process is gone" if silent > grace else None
+    return (
+        f"no heartbeat in the {silent:.0f}s since it started (grace {grace:g}s): its process is gone"
+        if silent > grace
+        else None
+    )
 
 
 def last_heartbeats(storage: optuna.storages.RDBStorage, trial_ids: list[int]) -> tuple[dict[int, datetime], datetime]:
@@ -188,7 +196,9 @@ def last_heartbeats(storage: optuna.storages.RDBStorage, trial_ids: list[int]) -
     beat = internals.HEARTBEAT_TABLE
     with Session(storage.engine) as session:
         now = session.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar_one()
-        rows = session.execute(sqlalchemy.select(beat.trial_id, beat.heartbeat).where(beat.trial_id.in_(trial_ids))).all()
+        rows = session.execute(
+            sqlalchemy.select(beat.trial_id, beat.heartbeat).where(beat.trial_id.in_(trial_ids))
+        ).all()
     return {trial_id: time.replace(tzinfo=None) for trial_id, time in rows}, now.replace(tzinfo=None)
 
 

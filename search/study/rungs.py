@@ -86,6 +86,10 @@ class RungData:
         if count not in self._subsets:
             index = self._order[:count]
             self._subsets[count] = TrainingData(
-                self.full.train_images[index], self.full.train_labels[index], self.full.val_images, self.full.val_labels, self.full.test_images
+                self.full.train_images[index],
+                self.full.train_labels[index],
+                self.full.val_images,
+                self.full.val_labels,
+                self.full.test_images,
             )
         return self._subsets[count]

@@ -20,7 +20,8 @@ IDENTITY_ATTRS = ("space", "data_hash", "split")
 EPOCHS_STUDY_ATTR = "epochs"  # the study's epoch budget: the epochs of a trial's full training
 PRUNER_STUDY_ATTR = "pruner"  # rungs report steps 1, 3, 9; the other pruners report epochs: a study keeps one kind
 LEGACY_PRUNER = "hyperband"  # what a study that predates the attr was pruned with
-SPACE_SOURCE_STUDY_ATTR = "space_source"  # --space as a later run can load it: a built-in name or a file's absolute path
+# --space as a later run can load it: a built-in name or a file's absolute path
+SPACE_SOURCE_STUDY_ATTR = "space_source"
 MAX_STUDY_NAME = 512  # characters: Optuna's study_name column
 TPE_STARTUP_TRIALS = 10
 # With rungs a sampled trial mostly costs a ninth of a full one, and the references are already
@@ -30,7 +31,9 @@ RUNG_TPE_STARTUP_TRIALS = 5
 
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     if name == RUNG_PRUNER:
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=REDUCTION, min_early_stopping_rate=0)
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=1, reduction_factor=REDUCTION, min_early_stopping_rate=0
+        )
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
     if name == "median":
@@ -73,7 +76,11 @@ def recorded_study(storage: optuna.storages.BaseStorage | None, name: str) -> di
         return None
     attrs = dict(storage.get_study_user_attrs(study_id))
     if EPOCHS_STUDY_ATTR not in attrs:
-        budgets = [t.user_attrs[EPOCHS_ATTR] for t in storage.get_all_trials(study_id, deepcopy=False) if EPOCHS_ATTR in t.user_attrs]
+        budgets = [
+            t.user_attrs[EPOCHS_ATTR]
+            for t in storage.get_all_trials(study_id, deepcopy=False)
+            if EPOCHS_ATTR in t.user_attrs
+        ]
         if budgets:
             attrs[EPOCHS_STUDY_ATTR] = budgets[-1]
     return attrs
@@ -156,9 +163,21 @@ def open_study(
     epoch budget and space. The study hands out retries of trials cut short before other queued trials."""
     check_can_continue(storage, name, identity)
     study_sampler, study_pruner = make_sampler(seed, sampler, pruner), make_pruner(pruner, epochs)
-    optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=study_sampler, pruner=study_pruner, load_if_exists=True)
+    optuna.create_study(
+        study_name=name,
+        storage=storage,
+        direction="maximize",
+        sampler=study_sampler,
+        pruner=study_pruner,
+        load_if_exists=True,
+    )
     study = RetriesFirstStudy(study_name=name, storage=storage, sampler=study_sampler, pruner=study_pruner)
-    recorded = {**identity, EPOCHS_STUDY_ATTR: epochs, PRUNER_STUDY_ATTR: pruner, SPACE_SOURCE_STUDY_ATTR: space_source(space_option)}
+    recorded = {
+        **identity,
+        EPOCHS_STUDY_ATTR: epochs,
+        PRUNER_STUDY_ATTR: pruner,
+        SPACE_SOURCE_STUDY_ATTR: space_source(space_option),
+    }
     for key, value in recorded.items():
         if study.user_attrs.get(key) != value:
             study.set_user_attr(key, value)

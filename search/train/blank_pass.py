@@ -12,7 +12,9 @@ from torch.func import functional_call
 from search.config import IMAGE_SHAPE
 
 
-def blank_training_pass(model: nn.Module, batch: int, around: contextlib.AbstractContextManager, *, grad: bool = True) -> None:
+def blank_training_pass(
+    model: nn.Module, batch: int, around: contextlib.AbstractContextManager, *, grad: bool = True
+) -> None:
     """Run `model` in training mode on `batch` blank (B, 1, 28, 28) images on its device, inside `around`
     (a FLOP counter, saved-tensor hooks). Its buffers (batch-norm statistics) are swapped for copies, and
     every submodule's own train/eval mode and the global CPU RNG are restored. Raises what the pass raises."""

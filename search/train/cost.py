@@ -35,7 +35,9 @@ OVERHEAD_FORWARD_FLOPS = 6_000_000
 COUNTED_BATCH = 2  # blank images per counting pass: batch-norm needs two
 
 
-def _cpu_attention_flops(query_shape: Any, key_shape: Any, value_shape: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+def _cpu_attention_flops(
+    query_shape: Any, key_shape: Any, value_shape: Any, *args: Any, out_shape: Any = None, **kwargs: Any
+) -> int:
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 

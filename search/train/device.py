@@ -34,7 +34,9 @@ def select_device(preference: str = "auto") -> torch.device:
             raise ValueError(f"device {preference!r} requested but CUDA is not available; use --device cpu or auto")
         device = torch.device(preference)
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {preference!r} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
+            raise ValueError(
+                f"device {preference!r} does not exist; this machine has {torch.cuda.device_count()} GPU(s)"
+            )
         return device
     raise ValueError(f"unknown device {preference!r}; expected auto, cpu, cuda or cuda:N")
 

@@ -22,12 +22,16 @@ def build_model(space: Space, candidate: Candidate, seed: int) -> nn.Module:
         return space.build(candidate)
 
 
-def rebuild_model(space: Space, params: dict[str, Any], state: dict[str, torch.Tensor], device: torch.device, label: str) -> nn.Module:
+def rebuild_model(
+    space: Space, params: dict[str, Any], state: dict[str, torch.Tensor], device: torch.device, label: str
+) -> nn.Module:
     """A trained model from its params and state dict, in eval mode on `device`; UserError naming `label`."""
     try:
         model = space.build(space.candidate_from_params(params))
         model.load_state_dict(state)
     except (SpaceError, ValueError, KeyError, TypeError, RuntimeError) as err:
         reason = " ".join(str(err).split())[:300]
-        raise UserError(f"{label}: its stored weights do not fit space {space.name!r} ({type(err).__name__}: {reason})") from None
+        raise UserError(
+            f"{label}: its stored weights do not fit space {space.name!r} ({type(err).__name__}: {reason})"
+        ) from None
     return model.to(device).eval()

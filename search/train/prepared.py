@@ -69,7 +69,9 @@ def prepare_data(
     device: str | torch.device,
 ) -> PreparedData:
     """Load (cached), limit, split, and move everything to `device` once per process."""
-    return prepare_digits(load_digits(data_dir), limit=limit, val_fraction=val_fraction, split_seed=split_seed, device=device)
+    return prepare_digits(
+        load_digits(data_dir), limit=limit, val_fraction=val_fraction, split_seed=split_seed, device=device
+    )
 
 
 def prepare_digits(
