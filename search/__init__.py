@@ -15,25 +15,12 @@ from __future__ import annotations
 
 import importlib
 
+from search import api
 from search.errors import UserError
 
-# name -> the module that defines it; each loads on first use
+# name -> the module that defines it; each loads on first use (search.api itself is light: records and names)
 _API = {
-    **{
-        name: "search.api"
-        for name in (
-            "build_ensemble",
-            "leaderboard",
-            "load_ensemble",
-            "make_submission",
-            "predict_files",
-            "run_auto",
-            "run_study",
-            "serve_dashboard",
-            "train_one",
-            "write_report",
-        )
-    },
+    **dict.fromkeys(api.__all__, "search.api"),
     "AutoResult": "search.auto.run",
     "BuiltEnsemble": "search.ensemble.build",
     "EnsembleResult": "search.ensemble.build",
